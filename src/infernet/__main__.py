@@ -1,0 +1,3 @@
+from infernet.cli import main
+
+main()

@@ -1,0 +1,358 @@
+"""The control plane's ASGI app: OpenAI-compatible API, job API, node WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from infernet import __version__
+from infernet.control import errors, schemas
+from infernet.control.errors import APIError
+from infernet.control.hub import CONNECT_PATH, Hub, Settings
+from infernet.control.jobs import LiveJob
+from infernet.control.openai_format import ChunkWriter, chat_response, completion_response, sse
+from infernet.control.store import KeyRecord, Store
+
+log = logging.getLogger("infernet.control")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# A failed job's error code -> the HTTP status a client sees before streaming starts.
+_FAIL_STATUS = {
+    "model_not_found": 404,
+    "over_capacity": 429,
+    "context_length_exceeded": 400,
+    "invalid_request": 400,
+}
+
+
+@dataclass
+class ControlPlane:
+    store: Store
+    hub: Hub
+
+    @classmethod
+    async def open(cls, db_url: str, settings: Settings | None = None) -> ControlPlane:
+        store = await Store.open(db_url)
+        return cls(store, Hub(store, settings or Settings()))
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: str = "admin") -> Starlette:
+    hub, store = cp.hub, cp.store
+
+    async def authenticate(request: Request) -> KeyRecord:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.unauthorized()
+        rec = await store.lookup_key(token.strip())
+        if rec is None:
+            raise errors.unauthorized("Invalid API key, or the key was revoked.")
+        return rec
+
+    def endpoint(fn: Callable[[Request, KeyRecord], Awaitable[Response]], *, admin: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            try:
+                key = await authenticate(request)
+                if admin and not key.is_admin:
+                    raise errors.forbidden("This needs an admin key.")
+                return await fn(request, key)
+            except APIError as exc:
+                return exc.response()
+
+        return handler
+
+    # -- meta -----------------------------------------------------------------------------
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok", "version": __version__, "nodes": len(hub.nodes)})
+
+    async def list_models(request: Request, key: KeyRecord) -> Response:
+        data = []
+        for name, kind in sorted(hub.models().items()):
+            serving = [c for c in hub.nodes.values() if name in c.models]
+            data.append({"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(serving)})
+        return _json({"object": "list", "data": data})
+
+    # -- inference ------------------------------------------------------------------------
+
+    async def start_job(key: KeyRecord, kind: str, model: str, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
+        hub.check_servable(model)
+        served_kind = hub.models()[model]
+        if (kind == "embedding") != (served_kind == "embedding"):
+            raise errors.bad_request(f"`{model}` is a{'n embedding' if served_kind == 'embedding' else ' chat'} model; use the matching endpoint.", param="model", code="model_not_supported")
+        return await hub.submit(key.id, kind, model, body, idem)
+
+    def fail_error(job: LiveJob) -> APIError:
+        err = job.error or {}
+        code = err.get("code", "node_failed")
+        status = _FAIL_STATUS.get(code, 502)
+        headers = {"Retry-After": "1"} if status == 429 else None
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        if status == 429:
+            kind = "rate_limit_error"
+        return APIError(status, err.get("message", "the job failed"), type=kind, code=code, headers=headers)
+
+    async def generate(request: Request, key: KeyRecord, kind: str) -> Response:
+        req_type = schemas.ChatRequest if kind == "chat" else schemas.CompletionRequest
+        req = schemas.parse(await request.body(), req_type)
+        body = schemas.to_body(req)
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        job, _ = await start_job(key, kind, req.model, body)
+        assert job is not None
+        # Wait until a node has the job so queueing and routing failures get a real status.
+        await wait_unless_disconnected(request, job, job.placed)
+        if job.finished.is_set() and job.status != "completed" and not job.delivered:
+            raise fail_error(job)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(stream_openai(job, include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
+        await wait_unless_disconnected(request, job, job.finished)
+        if job.status != "completed":
+            raise fail_error(job)
+        return _json(chat_response(job) if kind == "chat" else completion_response(job))
+
+    async def wait_unless_disconnected(request: Request, job: LiveJob, event: asyncio.Event) -> None:
+        if event.is_set():
+            return
+        done_wait = asyncio.ensure_future(event.wait())
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            finished, _ = await asyncio.wait({done_wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done_wait.cancel()
+            gone.cancel()
+        if done_wait not in finished:
+            job.request_cancel()
+            raise APIError(499, "client closed the request", code="client_closed")
+
+    async def stream_openai(job: LiveJob, include_usage: bool) -> AsyncIterator[bytes]:
+        writer = ChunkWriter(job, include_usage)
+        try:
+            first = writer.first()
+            if first:
+                yield first
+            async for _, typ, data in job.follow():
+                if typ == "token":
+                    yield writer.text(data["text"])
+                elif typ == "done":
+                    yield writer.done(data["finish_reason"], data["usage"])
+                else:
+                    yield sse({"error": {"message": data.get("message"), "type": "server_error", "param": None, "code": data.get("code")}})
+        finally:
+            if not job.finished.is_set():
+                job.request_cancel()
+
+    async def chat_completions(request: Request, key: KeyRecord) -> Response:
+        return await generate(request, key, "chat")
+
+    async def completions(request: Request, key: KeyRecord) -> Response:
+        return await generate(request, key, "completion")
+
+    async def embeddings(request: Request, key: KeyRecord) -> Response:
+        req = schemas.parse(await request.body(), schemas.EmbeddingRequest)
+        body = schemas.to_body(req)
+        job, _ = await start_job(key, "embedding", req.model, body)
+        assert job is not None
+        await wait_unless_disconnected(request, job, job.finished)
+        if job.status != "completed" or job.result is None:
+            raise fail_error(job)
+        return _json(job.result)
+
+    # -- job API --------------------------------------------------------------------------
+
+    def job_view(row: dict[str, Any]) -> dict[str, Any]:
+        usage = None
+        if row.get("prompt_tokens") is not None:
+            usage = {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"], "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
+        return {
+            "id": row["id"],
+            "object": "job",
+            "status": row["status"],
+            "kind": row["kind"],
+            "model": row["model"],
+            "node_id": row.get("node_id"),
+            "created_at": row["created_at"],
+            "finished_at": row.get("finished_at"),
+            "attempts": row.get("attempts", 0),
+            "result": {"text": row.get("output"), "finish_reason": row.get("finish_reason")} if row["status"] == "completed" else None,
+            "usage": usage,
+            "error": {"message": row["error"]} if row.get("error") else None,
+        }
+
+    async def own_job(job_id: str, key: KeyRecord) -> dict[str, Any]:
+        row = await store.get_job(job_id)
+        # Another key's job is reported as missing, not forbidden: ids leak nothing.
+        if row is None or (row["key_id"] != key.id and not key.is_admin):
+            raise errors.not_found(f"No job `{job_id}`.", code="job_not_found")
+        return row
+
+    async def create_job(request: Request, key: KeyRecord) -> Response:
+        req = schemas.parse(await request.body(), schemas.JobRequest)
+        if (req.messages is None) == (req.prompt is None):
+            raise errors.bad_request("A job needs exactly one of `messages` (chat) or `prompt` (completion).", param="messages")
+        body = schemas.to_body(req)
+        kind = "chat" if req.messages is not None else "completion"
+        idem = request.headers.get("idempotency-key")
+        if idem is not None and not 1 <= len(idem) <= 200:
+            raise errors.bad_request("Idempotency-Key must be 1 to 200 characters.", param="Idempotency-Key")
+        job, existing = await start_job(key, kind, req.model, body, idem)
+        if existing is not None:
+            return _json(job_view(existing), 200)
+        assert job is not None
+        return _json(job_view(await own_job(job.id, key)), 202, headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+    async def get_job(request: Request, key: KeyRecord) -> Response:
+        return _json(job_view(await own_job(request.path_params["job_id"], key)))
+
+    async def list_jobs(request: Request, key: KeyRecord) -> Response:
+        rows = await store.list_jobs(None if key.is_admin and request.query_params.get("all") else key.id)
+        return _json({"object": "list", "data": [job_view(r) for r in rows]})
+
+    async def cancel_job(request: Request, key: KeyRecord) -> Response:
+        row = await own_job(request.path_params["job_id"], key)
+        live = hub.jobs.get(row["id"])
+        if live is not None:
+            live.request_cancel("cancelled by the client")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.finished.wait(), hub.settings.cancel_grace_s + 1)
+        return _json(job_view(await own_job(row["id"], key)))
+
+    async def stream_job(request: Request, key: KeyRecord) -> Response:
+        row = await own_job(request.path_params["job_id"], key)
+        last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        try:
+            after = max(0, int(last))
+        except ValueError:
+            raise errors.bad_request("Last-Event-ID must be an event number.", param="Last-Event-ID") from None
+
+        async def events() -> AsyncIterator[bytes]:
+            live = hub.jobs.get(row["id"])
+            source = live.follow(after) if live is not None else _stored(row["id"], after)
+            async for seq, typ, data in source:
+                yield f"id: {seq}\nevent: {typ}\n".encode() + b"data: " + msgspec.json.encode(data) + b"\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def _stored(job_id: str, after: int) -> AsyncIterator[tuple[int, str, dict]]:
+        for event in await store.job_events_after(job_id, after):
+            yield event
+
+    # -- nodes and keys -------------------------------------------------------------------
+
+    async def list_nodes(request: Request, key: KeyRecord) -> Response:
+        online = hub.nodes
+        data = []
+        for row in await store.list_nodes():
+            conn = online.get(row["id"])
+            data.append(
+                {
+                    "id": row["id"],
+                    "name": row["name"],
+                    "backend": row["backend"],
+                    "tier": row["tier"],
+                    "models": [m["name"] for m in row["models"]],
+                    "capacity": row["capacity"],
+                    "active": len(conn.active) if conn else 0,
+                    "status": "online" if conn else "offline",
+                    "hardware": row["hardware"],
+                    "last_seen": row["last_seen"],
+                }
+            )
+        return _json({"object": "list", "data": data})
+
+    async def create_key(request: Request, key: KeyRecord) -> Response:
+        raw = await request.body()
+        data = schemas.parse(raw, _KeyCreate) if raw.strip() else _KeyCreate()
+        rec, plaintext = await store.create_key(data.name, data.role)
+        return _json({"id": rec.id, "name": rec.name, "role": rec.role, "key": plaintext, "created_at": rec.created_at}, 201)
+
+    async def list_keys(request: Request, key: KeyRecord) -> Response:
+        return _json({"object": "list", "data": [{"id": k.id, "name": k.name, "role": k.role, "created_at": k.created_at, "revoked": k.revoked_at is not None} for k in await store.list_keys()]})
+
+    async def revoke_key(request: Request, key: KeyRecord) -> Response:
+        if not await store.revoke_key(request.path_params["key_id"]):
+            raise errors.not_found("No such active key.", code="key_not_found")
+        return _json({"id": request.path_params["key_id"], "revoked": True})
+
+    async def node_socket(ws: WebSocket) -> None:
+        await hub.serve_node(ws)
+
+    # -- app ------------------------------------------------------------------------------
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return APIError(exc.status_code, str(exc.detail), code=code).response()
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return APIError(500, "Internal error; the control plane logged it.", type="server_error", code="internal_error").response()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.recover()
+        if admin_key:
+            await store.ensure_key(admin_key, admin_name, "admin")
+        reaper = asyncio.create_task(hub.reap())
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            await hub.aclose()
+            await store.close()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/v1/models", endpoint(list_models)),
+        Route("/v1/chat/completions", endpoint(chat_completions), methods=["POST"]),
+        Route("/v1/completions", endpoint(completions), methods=["POST"]),
+        Route("/v1/embeddings", endpoint(embeddings), methods=["POST"]),
+        Route("/api/v1/jobs", endpoint(create_job), methods=["POST"]),
+        Route("/api/v1/jobs", endpoint(list_jobs), methods=["GET"]),
+        Route("/api/v1/jobs/{job_id}", endpoint(get_job)),
+        Route("/api/v1/jobs/{job_id}/stream", endpoint(stream_job)),
+        Route("/api/v1/jobs/{job_id}/cancel", endpoint(cancel_job), methods=["POST"]),
+        Route("/api/v1/nodes", endpoint(list_nodes)),
+        Route("/api/v1/keys", endpoint(create_key, admin=True), methods=["POST"]),
+        Route("/api/v1/keys", endpoint(list_keys, admin=True), methods=["GET"]),
+        Route("/api/v1/keys/{key_id}", endpoint(revoke_key, admin=True), methods=["DELETE"]),
+        WebSocketRoute(CONNECT_PATH, node_socket),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: on_http_error, Exception: on_crash})
+    app.state.cp = cp
+    return app
+
+
+class _KeyCreate(msgspec.Struct, kw_only=True):
+    name: str = ""
+    role: str = "client"
+
+    def __post_init__(self) -> None:
+        if self.role not in ("client", "admin"):
+            raise ValueError("role must be `client` or `admin`")
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

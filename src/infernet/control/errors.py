@@ -1,0 +1,70 @@
+"""Client-facing errors, always in the OpenAI shape, never a traceback."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def unauthorized(message: str = "Invalid or missing API key. Pass it as `Authorization: Bearer <key>`.") -> APIError:
+    return APIError(401, message, type="authentication_error", code="invalid_api_key")
+
+
+def forbidden(message: str) -> APIError:
+    return APIError(403, message, type="permission_error", code="forbidden")
+
+
+def not_found(message: str, code: str = "not_found", param: str | None = None) -> APIError:
+    return APIError(404, message, code=code, param=param)
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{model}` is not served by any online node. GET /v1/models lists what is.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def over_capacity(retry_after: int = 1) -> APIError:
+    return APIError(
+        429,
+        "Every node serving this model is busy; retry shortly.",
+        type="rate_limit_error",
+        code="over_capacity",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def no_nodes() -> APIError:
+    return APIError(503, "No node is online right now; start one with `infernet start`.", type="service_unavailable", code="no_nodes")

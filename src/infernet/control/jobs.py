@@ -1,0 +1,82 @@
+"""A job while it lives on this replica: its event log, its followers, its inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+Event = tuple[int, str, dict[str, Any]]  # (seq, type, data); type: token | done | error
+
+
+class LiveJob:
+    def __init__(self, job_id: str, key_id: str, kind: str, model: str, body: dict[str, Any]) -> None:
+        self.id = job_id
+        self.key_id = key_id
+        self.kind = kind
+        self.model = model
+        self.body = body
+        self.created = time.time()
+        self.status = "queued"
+        self.node_id: str | None = None
+        self.events: list[Event] = []
+        self.text: list[str] = []
+        self.delivered = False  # a token reached the event log: no more silent retries
+        self.result: dict[str, Any] | None = None
+        self.usage: dict[str, int] | None = None
+        self.finish_reason: str | None = None
+        self.error: dict[str, Any] | None = None
+        self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.finished = asyncio.Event()
+        self.placed = asyncio.Event()  # assigned to a node, or finished without one
+        self._changed: asyncio.Future[None] | None = None
+
+    # -- the event log (hot path: no I/O here) --------------------------------------------
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((len(self.events) + 1, kind, data))
+        fut = self._changed
+        if fut is not None:
+            self._changed = None
+            if not fut.done():
+                fut.set_result(None)
+
+    def push_text(self, text: str) -> None:
+        if text and not self.finished.is_set():
+            self.delivered = True
+            self.text.append(text)
+            self._append("token", {"text": text})
+
+    def finish(self, status: str, *, error: dict[str, Any] | None = None) -> None:
+        if self.finished.is_set():
+            return
+        self.status = status
+        if status == "completed":
+            self._append("done", {"finish_reason": self.finish_reason, "usage": self.usage, "result": self.result})
+        else:
+            self.error = error or {"message": f"job {status}", "code": status}
+            self._append("error", {**self.error, "status": status, "usage": self.usage})
+        self.finished.set()
+        self.placed.set()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after `after`, then new ones as they come, until the job ends."""
+        i = after
+        while True:
+            while i < len(self.events):
+                yield self.events[i]
+                i += 1
+            if self.finished.is_set():
+                return
+            if self._changed is None:
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.text)
+
+    def request_cancel(self, reason: str = "client disconnected") -> None:
+        if not self.finished.is_set():
+            self.inbox.put_nowait(("cancel", reason))

@@ -1,0 +1,111 @@
+"""OpenAI request bodies, validated once at the edge with msgspec.
+
+Validation errors become 400s naming the offending parameter. Unknown fields are accepted
+and ignored, as OpenAI-compatible servers do, so that new client libraries keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from infernet.control.errors import APIError, bad_request
+
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
+TopP = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
+
+
+class Message(msgspec.Struct):
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class _Sampling(msgspec.Struct, kw_only=True):
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PosInt | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
+    seed: int | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=1)] = 1
+    user: str | None = None
+
+
+class ChatRequest(_Sampling, kw_only=True):
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
+    max_completion_tokens: PosInt | None = None
+
+
+class CompletionRequest(_Sampling, kw_only=True):
+    prompt: str | Annotated[list[str], msgspec.Meta(min_length=1, max_length=1)]
+    echo: bool = False
+
+
+class EmbeddingRequest(msgspec.Struct, kw_only=True):
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    input: Annotated[str, msgspec.Meta(min_length=1)] | Annotated[list[str], msgspec.Meta(min_length=1, max_length=2048)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: PosInt | None = None
+    user: str | None = None
+
+
+class JobRequest(msgspec.Struct, kw_only=True):
+    """`POST /api/v1/jobs`: a chat job (messages) or a completion job (prompt)."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1)] | None = None
+    prompt: str | None = None
+    max_tokens: PosInt | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
+    seed: int | None = None
+
+
+def _param_of(err: msgspec.ValidationError) -> str | None:
+    text = str(err)
+    at = text.rfind("at `$.")
+    if at < 0:
+        return None
+    path = text[at + 6 :].rstrip("`")
+    return path.split("[")[0].split(".")[0] or None
+
+
+def parse(raw: bytes, kind: type[msgspec.Struct]) -> Any:
+    if not raw.strip():
+        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise bad_request(f"Invalid request: {exc}", param=_param_of(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def to_body(req: msgspec.Struct) -> dict[str, Any]:
+    """The validated request as a plain dict for the node, dropping unset fields."""
+    return {k: v for k, v in msgspec.to_builtins(req).items() if v is not None}
+
+
+def max_tokens_of(body: dict[str, Any]) -> int | None:
+    return body.get("max_completion_tokens") or body.get("max_tokens")
+
+
+def require(cond: bool, message: str, param: str) -> None:
+    if not cond:
+        raise APIError(400, message, param=param, code="invalid_value")

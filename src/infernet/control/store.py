@@ -1,0 +1,294 @@
+"""Persistence through SQLAlchemy Core: SQLite embedded, PostgreSQL in cluster mode.
+
+Every job transition is one conditional UPDATE (`... WHERE status IN (...)`), so two
+replicas or two racing tasks can never both claim or both finish the same job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("role", sa.String(16), nullable=False, default="client"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # the node's x-only public key
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("tier", sa.String(16), nullable=False),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("hardware", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("node_id", sa.String(64), nullable=True),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("completion_tokens", sa.Integer, nullable=True),
+    sa.Column("finish_reason", sa.String(32), nullable=True),
+    sa.Column("output", sa.Text, nullable=True),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_idempotency"),
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("job_id", sa.String(40), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+)
+
+nonces = sa.Table(
+    "nonces",
+    metadata,
+    sa.Column("nonce", sa.String(128), primary_key=True),
+    sa.Column("pubkey", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "inf-" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    name: str
+    role: str
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def _sqlalchemy_url(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._key_cache: dict[str, tuple[float, KeyRecord | None]] = {}
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        sa_url = _sqlalchemy_url(url)
+        kwargs: dict[str, Any] = {}
+        if sa_url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        engine = create_async_engine(sa_url, **kwargs)
+        if sa_url.startswith("sqlite"):
+
+            @sa.event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+        store = cls(engine)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- API keys -------------------------------------------------------------------------
+
+    async def create_key(self, name: str = "", role: str = "client", plaintext: str | None = None) -> tuple[KeyRecord, str]:
+        plaintext = plaintext or new_api_key()
+        rec = KeyRecord(id="key_" + secrets.token_hex(8), name=name, role=role, created_at=time.time(), revoked_at=None)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                api_keys.insert().values(id=rec.id, key_hash=hash_key(plaintext), name=name, role=role, created_at=rec.created_at)
+            )
+        self._key_cache.pop(hash_key(plaintext), None)
+        return rec, plaintext
+
+    async def ensure_key(self, plaintext: str, name: str, role: str) -> KeyRecord:
+        existing = await self.lookup_key(plaintext, cache=False)
+        if existing is not None:
+            return existing
+        rec, _ = await self.create_key(name, role, plaintext)
+        return rec
+
+    async def lookup_key(self, plaintext: str, *, cache: bool = True) -> KeyRecord | None:
+        digest = hash_key(plaintext)
+        now = time.monotonic()
+        if cache and (hit := self._key_cache.get(digest)) and hit[0] > now:
+            return hit[1]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))).first()
+        rec = None
+        if row is not None and row.revoked_at is None:
+            rec = KeyRecord(row.id, row.name, row.role, row.created_at, row.revoked_at)
+        # Short TTL: a revoked key stops working within 2 s on every replica.
+        self._key_cache[digest] = (now + 2.0, rec)
+        return rec
+
+    async def list_keys(self) -> list[KeyRecord]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at))).all()
+        return [KeyRecord(r.id, r.name, r.role, r.created_at, r.revoked_at) for r in rows]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=time.time())
+            )
+        self._key_cache.clear()
+        return res.rowcount == 1
+
+    # -- replay protection (shared by every replica) --------------------------------------
+
+    async def use_nonce(self, nonce: str, pubkey: str, ttl_s: float = 180.0) -> bool:
+        """Record a nonce; False when any replica has seen it before."""
+        now = time.time()
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(nonces.delete().where(nonces.c.expires_at < now))
+                await conn.execute(nonces.insert().values(nonce=nonce, pubkey=pubkey, expires_at=now + ttl_s))
+        except IntegrityError:
+            return False
+        return True
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    async def upsert_node(self, node_id: str, **fields: Any) -> None:
+        now = time.time()
+        async with self.engine.begin() as conn:
+            res = await conn.execute(nodes.update().where(nodes.c.id == node_id).values(last_seen=now, **fields))
+            if res.rowcount == 0:
+                await conn.execute(nodes.insert().values(id=node_id, first_seen=now, last_seen=now, **fields))
+
+    async def set_node_status(self, node_id: str, status: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(nodes.update().where(nodes.c.id == node_id).values(status=status, last_seen=time.time()))
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(nodes).order_by(nodes.c.first_seen))).mappings().all()
+        return [dict(r) for r in rows]
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def create_job(self, **row: Any) -> dict[str, Any] | None:
+        """Insert a job; with an idempotency key already used by this API key, return that job instead."""
+        now = time.time()
+        values = {"attempts": 0, "created_at": now, "updated_at": now, **row}
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(jobs.insert().values(**values))
+        except IntegrityError:
+            if row.get("idempotency_key"):
+                return await self.job_by_idempotency(row["key_id"], row["idempotency_key"])
+            raise
+        return None
+
+    async def job_by_idempotency(self, key_id: str, idem: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(jobs).where(jobs.c.key_id == key_id, jobs.c.idempotency_key == idem))
+            ).mappings().first()
+        return dict(row) if row else None
+
+    async def transition(self, job_id: str, allowed: tuple[str, ...], status: str, **fields: Any) -> bool:
+        """Atomically move a job from one of `allowed` to `status`; False if it was not there."""
+        now = time.time()
+        if status in TERMINAL:
+            fields.setdefault("finished_at", now)
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                jobs.update().where(jobs.c.id == job_id, jobs.c.status.in_(allowed)).values(status=status, updated_at=now, **fields)
+            )
+        return res.rowcount == 1
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def list_jobs(self, key_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        q = sa.select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if key_id is not None:
+            q = q.where(jobs.c.key_id == key_id)
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(q)).mappings().all()]
+
+    async def unfinished_jobs(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            q = sa.select(jobs).where(jobs.c.status.not_in(TERMINAL))
+            return [dict(r) for r in (await conn.execute(q)).mappings().all()]
+
+    async def finish_job(self, job_id: str, allowed: tuple[str, ...], status: str, events: list[tuple[int, str, dict]], **fields: Any) -> bool:
+        """Terminal transition and the job's event log in one transaction."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(allowed))
+                .values(status=status, updated_at=now, finished_at=now, **fields)
+            )
+            if res.rowcount != 1:
+                return False
+            if events:
+                await conn.execute(job_events.insert(), [{"job_id": job_id, "seq": s, "type": t, "data": d} for s, t, d in events])
+        return True
+
+    async def job_events_after(self, job_id: str, after: int) -> list[tuple[int, str, dict]]:
+        async with self.engine.connect() as conn:
+            q = sa.select(job_events).where(job_events.c.job_id == job_id, job_events.c.seq > after).order_by(job_events.c.seq)
+            return [(r.seq, r.type, r.data) for r in (await conn.execute(q)).all()]

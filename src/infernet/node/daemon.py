@@ -1,0 +1,262 @@
+"""The node daemon: one outbound WebSocket to the control plane, jobs pushed down it.
+
+Tokens go up coalesced: a batch is sent as soon as the socket is free, and whatever the
+engine produced meanwhile rides in the next frame. No timer, so an idle node adds no delay
+and a busy one sends fewer, larger frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import websockets
+
+from infernet import __version__
+from infernet.backends.base import Backend, BackendError
+from infernet.protocol import auth, keys
+from infernet.protocol.messages import (
+    Accept,
+    Cancel,
+    Done,
+    Fail,
+    Heartbeat,
+    Hello,
+    Job,
+    Tokens,
+    Usage,
+    Welcome,
+    control_decoder,
+    encode,
+)
+
+log = logging.getLogger("infernet.node")
+CONNECT_PATH = "/api/v1/nodes/connect"
+
+
+def ws_url(control_url: str) -> str:
+    parts = urlsplit(control_url.rstrip("/"))
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path + CONNECT_PATH, "", ""))
+
+
+@dataclass
+class NodeStatus:
+    connected: bool = False
+    node_id: str = ""
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    tokens_out: int = 0
+    active: int = 0
+    last_error: str = ""
+    connected_at: float = 0.0
+
+
+@dataclass
+class Node:
+    control_url: str
+    identity: keys.Identity
+    backend: Backend
+    name: str = ""
+    tier: str = "cpu"
+    hardware: dict[str, Any] = field(default_factory=dict)
+    status: NodeStatus = field(default_factory=NodeStatus)
+
+    def __post_init__(self) -> None:
+        self._ws: Any = None
+        self._signer: auth.FrameSigner | None = None
+        self._outbox: collections.deque[msgspec.Struct] = collections.deque()
+        self._wake = asyncio.Event()
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._capacity = 1
+        self._tps = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Stay connected until `stop` is set, reconnecting with jittered backoff."""
+        stop = stop or asyncio.Event()
+        delay = 0.25
+        while not stop.is_set():
+            started = time.monotonic()
+            session = asyncio.ensure_future(self._session())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                done, _ = await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                session.cancel()
+                stopper.cancel()
+                await asyncio.gather(session, return_exceptions=True)
+                raise
+            if stopper in done:
+                session.cancel()
+                await asyncio.gather(session, return_exceptions=True)
+                break
+            stopper.cancel()
+            exc = session.exception()
+            self.status.connected = False
+            if exc is not None:
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("control plane connection lost (%s); retrying in %.1fs", self.status.last_error, delay)
+            if time.monotonic() - started > 30:
+                delay = 0.25  # a long healthy session resets the backoff
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 15.0)
+        for task in list(self._jobs.values()):
+            task.cancel()
+        await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+
+    async def _session(self) -> None:
+        self._capacity = max(1, await self.backend.capacity())
+        models = await self.backend.models()
+        header = auth.sign_request(self.identity, "GET", CONNECT_PATH)
+        async with websockets.connect(ws_url(self.control_url), additional_headers={auth.AUTH_HEADER: header}, max_size=2**24, open_timeout=10) as ws:
+            welcome = control_decoder.decode(await ws.recv())
+            if not isinstance(welcome, Welcome):
+                raise ConnectionError("the control plane did not welcome this node")
+            self._ws = ws
+            self._signer = auth.FrameSigner(self.identity, bytes.fromhex(welcome.session))
+            self._outbox.clear()
+            await ws.send(self._signer.seal(encode(Hello(
+                pubkey=self.identity.pubkey, backend=self.backend.name, models=models, capacity=self._capacity,
+                tier=self.tier, hardware=self.hardware, name=self.name, version=__version__,
+            ))))
+            self.status.connected = True
+            self.status.node_id = self.identity.pubkey
+            self.status.connected_at = time.time()
+            log.info("connected to %s as %s", self.control_url, self.identity.npub)
+            tasks = [asyncio.ensure_future(t) for t in (self._reader(ws), self._writer(ws), self._heartbeat(welcome.heartbeat_s))]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()
+            finally:
+                for t in tasks:
+                    t.cancel()
+                self._ws = None
+                # Jobs in flight die with the connection: the control plane reassigns them.
+                for task in list(self._jobs.values()):
+                    task.cancel()
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _send(self, frame: msgspec.Struct) -> None:
+        if isinstance(frame, Tokens) and self._outbox:
+            last = self._outbox[-1]
+            if isinstance(last, Tokens) and last.job_id == frame.job_id:
+                self._outbox[-1] = Tokens(job_id=frame.job_id, text=last.text + frame.text)
+                return
+        self._outbox.append(frame)
+        self._wake.set()
+
+    async def _writer(self, ws: Any) -> None:
+        assert self._signer is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                frame = self._outbox.popleft()
+                await ws.send(self._signer.seal(encode(frame)))
+
+    async def _heartbeat(self, interval: float) -> None:
+        last_models = None
+        while True:
+            await asyncio.sleep(interval)
+            models = await self.backend.models()
+            changed = models if models != last_models and last_models is not None else None
+            last_models = models
+            self._send(Heartbeat(active=len(self._jobs), models=changed, tokens_per_s=round(self._tps, 2)))
+
+    async def _reader(self, ws: Any) -> None:
+        async for raw in ws:
+            frame = control_decoder.decode(raw)
+            if isinstance(frame, Job):
+                self._on_job(frame)
+            elif isinstance(frame, Cancel):
+                task = self._jobs.get(frame.job_id)
+                if task is not None:
+                    self._cancelled.add(frame.job_id)
+                    task.cancel()
+
+    def _on_job(self, job: Job) -> None:
+        if job.job_id in self._seen or job.job_id in self._jobs:
+            log.info("ignoring a duplicate delivery of %s", job.job_id)
+            return
+        self._seen[job.job_id] = None
+        while len(self._seen) > 4096:
+            self._seen.popitem(last=False)
+        if len(self._jobs) >= self._capacity:
+            self._send(Fail(job_id=job.job_id, message="node at capacity", code="over_capacity", retryable=True))
+            return
+        task = asyncio.ensure_future(self._run_job(job))
+        self._jobs[job.job_id] = task
+        self.status.active = len(self._jobs)
+        task.add_done_callback(lambda _t, jid=job.job_id: self._job_done(jid))
+
+    def _job_done(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        self._cancelled.discard(job_id)
+        self.status.active = len(self._jobs)
+
+    # -- running a job --------------------------------------------------------------------
+
+    async def _run_job(self, job: Job) -> None:
+        self._send(Accept(job_id=job.job_id))
+        sent_any = False
+        usage: Usage | None = None
+        chunks = 0
+        started = time.monotonic()
+        try:
+            if job.kind == "embedding":
+                result = await self.backend.embed(job.body)
+                u = result.get("usage") or {}
+                usage = Usage(int(u.get("prompt_tokens", 0)), 0)
+                self._send(Done(job_id=job.job_id, usage=usage, result=result))
+                self.status.jobs_done += 1
+                return
+            stream = self.backend.chat(job.body) if job.kind == "chat" else self.backend.complete(job.body)
+            finish = None
+            try:
+                async for chunk in stream:
+                    if chunk.text:
+                        sent_any = True
+                        chunks += 1
+                        self._send(Tokens(job_id=job.job_id, text=chunk.text))
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if chunk.finish_reason is not None:
+                        finish = chunk.finish_reason
+            finally:
+                await stream.aclose()
+            if usage is None or finish is None:
+                raise BackendError("the engine ended the stream without usage or a finish reason")
+            self._send(Done(job_id=job.job_id, usage=usage, finish_reason=finish))
+            self.status.jobs_done += 1
+            self.status.tokens_out += usage.completion_tokens
+            elapsed = time.monotonic() - started
+            if elapsed > 0 and usage.completion_tokens:
+                rate = usage.completion_tokens / elapsed
+                self._tps = rate if not self._tps else 0.8 * self._tps + 0.2 * rate
+        except asyncio.CancelledError:
+            if job.job_id in self._cancelled and self._ws is not None:
+                # Metered for what was delivered: the engine's running usage, else the chunks.
+                delivered = usage or Usage(0, chunks)
+                self._send(Done(job_id=job.job_id, usage=delivered, finish_reason="cancelled"))
+            raise
+        except BackendError as exc:
+            self.status.jobs_failed += 1
+            self.status.last_error = exc.message
+            self._send(Fail(job_id=job.job_id, message=exc.message, code=exc.code, retryable=exc.retryable and not sent_any, usage=usage))
+        except Exception as exc:  # an engine bug fails this job, never the node
+            log.exception("job %s failed", job.job_id)
+            self.status.jobs_failed += 1
+            self._send(Fail(job_id=job.job_id, message=f"node error: {type(exc).__name__}: {exc}", retryable=not sent_any, usage=usage))
