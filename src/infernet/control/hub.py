@@ -143,7 +143,11 @@ class Hub:
                 raise NoNode("no online node serves this model")
             pick = choose(self.snapshots(), RouteRequest(job.model, frozenset(exclude)))
             if pick is not None:
-                return self.nodes[pick.node_id]
+                conn = self.nodes[pick.node_id]
+                # Take the slot before any await, or two jobs routed in the same instant
+                # could both land on the node's last free slot.
+                conn.active[job.id] = job
+                return conn
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
@@ -179,9 +183,9 @@ class Hub:
                     return
                 attempts += 1
                 if not await self.store.transition(job.id, ("queued",), "assigned", node_id=conn.id, attempts=attempts):
+                    self._release(conn, job)
                     return  # someone else owns it now
                 job.status, job.node_id = "assigned", conn.id
-                conn.active[job.id] = job
                 job.placed.set()
                 receipt = None
                 await conn.send(Job(job_id=job.id, kind=job.kind, body=job.body, receipt=receipt))
@@ -189,9 +193,11 @@ class Hub:
                 self._release(conn, job)
                 if outcome is None:
                     return
-                # A retryable failure before the first token: try another node, invisibly.
-                last_error = outcome
-                tried.add(conn.id)
+                # A retryable failure before the first token: try again, invisibly; a node
+                # that was merely full stays eligible, one that failed does not.
+                last_error, busy = outcome
+                if not busy:
+                    tried.add(conn.id)
                 if attempts >= s.max_attempts or time.monotonic() >= deadline:
                     await self._end(job, "failed", ("assigned", "running"), error={"message": f"failed after {attempts} attempts: {last_error}", "code": "node_failed"})
                     return
@@ -217,8 +223,8 @@ class Hub:
                 waiter.cancel()
             return acquire.result()
 
-    async def _attend(self, job: LiveJob, conn: NodeConn) -> str | None:
-        """Follow one attempt. Returns an error text when the job should go to another node."""
+    async def _attend(self, job: LiveJob, conn: NodeConn) -> tuple[str, bool] | None:
+        """Follow one attempt. Returns (error, node was only busy) when the job should be retried."""
         cancel_deadline: float | None = None
         while True:
             timeout = None if cancel_deadline is None else max(0.0, cancel_deadline - time.monotonic())
@@ -248,7 +254,7 @@ class Hub:
                     await self._end(job, "cancelled", ("assigned", "running"), error={"message": "cancelled", "code": "cancelled"})
                     return None
                 if fail.retryable and not job.delivered:
-                    return fail.message
+                    return fail.message, fail.code == "over_capacity"
                 await self._end(job, "failed", ("assigned", "running"), error={"message": fail.message, "code": fail.code})
                 return None
             elif kind == "lost":
@@ -256,7 +262,7 @@ class Hub:
                     await self._end(job, "cancelled", ("assigned", "running"), error={"message": "cancelled", "code": "cancelled"})
                     return None
                 if not job.delivered:
-                    return str(value)
+                    return str(value), False
                 await self._end(job, "failed", ("assigned", "running"), error={"message": f"the node serving this job went away mid-stream ({value})", "code": "node_lost"})
                 return None
             elif kind == "cancel" and cancel_deadline is None:
