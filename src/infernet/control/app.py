@@ -199,7 +199,8 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         }
 
     async def own_job(job_id: str, key: KeyRecord) -> dict[str, Any]:
-        row = await store.get_job(job_id)
+        live = hub.jobs.get(job_id)
+        row = live.row() if live is not None else await store.get_job(job_id)
         # Another key's job is reported as missing, not forbidden: ids leak nothing.
         if row is None or (row["key_id"] != key.id and not key.is_admin):
             raise errors.not_found(f"No job `{job_id}`.", code="job_not_found")

@@ -121,12 +121,14 @@ class Hub:
     async def submit(self, key_id: str, kind: str, model: str, body: dict[str, Any], idempotency_key: str | None = None) -> tuple[LiveJob | None, dict[str, Any] | None]:
         """Create and start a job. With a reused idempotency key, returns (None, existing row)."""
         job_id = ("chatcmpl-" if kind == "chat" else "job-") + secrets.token_hex(12)
-        existing = await self.store.create_job(
-            id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key
-        )
-        if existing is not None:
-            live = self.jobs.get(existing["id"])
-            return live, existing
+        row = dict(id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key)
+        if idempotency_key:
+            # The unique (key, idempotency key) index decides which POST made the job.
+            existing = await self.store.create_job(**row)
+            if existing is not None:
+                return self.jobs.get(existing["id"]), existing
+        else:
+            self.store.queue_insert_job(**row)
         job = LiveJob(job_id, key_id, kind, model, body)
         self.jobs[job_id] = job
         self._spawn(self._drive(job))
@@ -182,10 +184,10 @@ class Hub:
                     await self._end(job, "cancelled", ("queued",), error={"message": "cancelled before it started", "code": "cancelled"})
                     return
                 attempts += 1
-                if not await self.store.transition(job.id, ("queued",), "assigned", node_id=conn.id, attempts=attempts):
-                    self._release(conn, job)
-                    return  # someone else owns it now
-                job.status, job.node_id = "assigned", conn.id
+                # This task is the job's only owner, so the claim is decided here; the
+                # conditional UPDATE behind it keeps the row from ever moving backwards.
+                self.store.queue_transition(job.id, ("queued",), "assigned", node_id=conn.id, attempts=attempts)
+                job.status, job.node_id, job.attempts = "assigned", conn.id, attempts
                 job.placed.set()
                 receipt = None
                 await conn.send(Job(job_id=job.id, kind=job.kind, body=job.body, receipt=receipt))
@@ -201,7 +203,7 @@ class Hub:
                 if attempts >= s.max_attempts or time.monotonic() >= deadline:
                     await self._end(job, "failed", ("assigned", "running"), error={"message": f"failed after {attempts} attempts: {last_error}", "code": "node_failed"})
                     return
-                await self.store.transition(job.id, ("assigned", "running"), "queued", node_id=None)
+                self.store.queue_transition(job.id, ("assigned", "running"), "queued", node_id=None)
                 job.status, job.node_id = "queued", None
         except Exception as exc:  # never leave a job hanging on a bug
             log.exception("job %s crashed", job.id)
@@ -235,7 +237,7 @@ class Hub:
                 return None
             if kind == "accept":
                 job.status = "running"
-                await self.store.transition(job.id, ("assigned",), "running")
+                self.store.queue_transition(job.id, ("assigned",), "running")
             elif kind == "done":
                 done: Done = value
                 job.usage = {"prompt_tokens": done.usage.prompt_tokens, "completion_tokens": done.usage.completion_tokens, "total_tokens": done.usage.total_tokens}
@@ -275,7 +277,7 @@ class Hub:
         else:
             job.finish(status, error=error)
         usage = job.usage or {}
-        await self.store.finish_job(
+        await self.store.queue_finish(
             job.id,
             allowed,
             status,
