@@ -8,13 +8,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -28,6 +29,7 @@ from infernet.control.store import KeyRecord, Store
 
 log = logging.getLogger("infernet.control")
 
+_DASHBOARD = Path(__file__).resolve().parent.parent / "web" / "dashboard.html"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # A failed job's error code -> the HTTP status a client sees before streaming starts.
@@ -80,6 +82,10 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         return handler
 
     # -- meta -----------------------------------------------------------------------------
+
+    async def dashboard(request: Request) -> Response:
+        # Static page; it calls the same API with the key the operator pastes in.
+        return HTMLResponse(_DASHBOARD.read_text())
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok", "version": __version__, "nodes": len(hub.nodes)})
@@ -323,6 +329,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
 
     routes = [
         Route("/healthz", healthz),
+        Route("/dashboard", dashboard),
         Route("/v1/models", endpoint(list_models)),
         Route("/v1/chat/completions", endpoint(chat_completions), methods=["POST"]),
         Route("/v1/completions", endpoint(completions), methods=["POST"]),
