@@ -77,7 +77,7 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
             return contextlib.nullcontext()  # we handle signals: stop the nodes first
 
     cp = await ControlPlane.open(f"sqlite:///{home / 'control.db'}")
-    server = Server(uvicorn.Config(create_app(cp, admin_key=api_key), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, ws_max_size=2**24))
+    server = Server(uvicorn.Config(create_app(cp, admin_key=api_key), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, ws_max_size=2**24, ws_per_message_deflate=False))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

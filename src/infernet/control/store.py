@@ -279,39 +279,20 @@ class Store:
 
     # -- the same writes, queued on the journal (the request path does not wait) -----------
 
-    def queue_insert_job(self, **row: Any) -> asyncio.Future[Any]:
+    def queue_insert_job(self, **row: Any) -> asyncio.Future[bool]:
         now = time.time()
-        values = {"attempts": 0, "created_at": now, "updated_at": now, **row}
-
-        async def op(conn: Any) -> None:
-            await conn.execute(jobs.insert().values(**values))
-
-        return self.journal.submit(op)
+        return self.journal.submit(_Op("insert", row["id"], (), {"attempts": 0, "created_at": now, "updated_at": now, **row}))
 
     def queue_transition(self, job_id: str, allowed: tuple[str, ...], status: str, **fields: Any) -> asyncio.Future[bool]:
         now = time.time()
         if status in TERMINAL:
             fields.setdefault("finished_at", now)
-        stmt, params = _transition(job_id, allowed, {"status": status, "updated_at": now, **fields})
-
-        async def op(conn: Any) -> bool:
-            return (await conn.execute(stmt, params)).rowcount == 1
-
-        return self.journal.submit(op)
+        return self.journal.submit(_Op("update", job_id, allowed, {"status": status, "updated_at": now, **fields}))
 
     def queue_finish(self, job_id: str, allowed: tuple[str, ...], status: str, events: list[tuple[int, str, dict]], **fields: Any) -> asyncio.Future[bool]:
         now = time.time()
-        stmt, params = _transition(job_id, allowed, {"status": status, "updated_at": now, "finished_at": now, **fields})
-        rows = [{"job_id": job_id, "seq": s, "type": t, "data": d} for s, t, d in events]
-
-        async def op(conn: Any) -> bool:
-            if (await conn.execute(stmt, params)).rowcount != 1:
-                return False
-            if rows:
-                await conn.execute(job_events.insert(), rows)
-            return True
-
-        return self.journal.submit(op)
+        values = {"status": status, "updated_at": now, "finished_at": now, **fields}
+        return self.journal.submit(_Op("update", job_id, allowed, values, list(events)))
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
@@ -351,52 +332,119 @@ class Store:
             return [(r.seq, r.type, r.data) for r in (await conn.execute(q)).all()]
 
 
+@dataclass
+class _Op:
+    kind: str  # "insert" or "update"
+    job_id: str
+    allowed: tuple[str, ...]
+    values: dict[str, Any]
+    events: list[tuple[int, str, dict]] | None = None
+    # (future, whether it applied) — None: decided when the batch commits
+    futures: list[tuple[asyncio.Future[bool], bool | None]] | None = None
+
+
 class Journal:
     """Job writes, committed in order by one writer task, many per transaction.
 
     The job's owner (its driver task on this replica) is the only writer of its row, so the
-    request path need not wait for the database: it queues the write and carries on. Every
-    write is still a conditional UPDATE, so a late write can never move a job backwards,
-    and `await`ing the returned future says whether it applied.
+    request path need not wait for the database: it queues the write and carries on. Writes
+    wait up to `window_s` and are compacted: a job inserted and finished within the window
+    costs one INSERT of its final row (plus its events), not four statements. Every update
+    is still conditional on the status it expects, so a late write can never move a job
+    backwards; each returned future says whether its write applied.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, window_s: float = 0.025, max_batch: int = 512) -> None:
         self._engine = engine
-        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._pending: list[_Op] = []
+        self._inserts: dict[str, _Op] = {}  # unflushed inserts, by job id, for compaction
+        self._has_work = asyncio.Event()
+        self._flush_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    def submit(self, op: Any) -> asyncio.Future[Any]:
-        """Queue `op(conn) -> result`; the future resolves once it is committed."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, fut))
-        self._wake.set()
+    def submit(self, op: _Op) -> asyncio.Future[bool]:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        pending_insert = self._inserts.get(op.job_id) if op.kind == "update" else None
+        if pending_insert is not None:
+            # Fold the update into the row that has not been written yet.
+            applies = pending_insert.values["status"] in op.allowed
+            if applies:
+                pending_insert.values.update(op.values)
+                if op.events:
+                    pending_insert.events = (pending_insert.events or []) + op.events
+            pending_insert.futures = (pending_insert.futures or []) + [(fut, applies)]
+        else:
+            op.futures = [(fut, None)]
+            self._pending.append(op)
+            if op.kind == "insert":
+                self._inserts[op.job_id] = op
+        self._idle.clear()
+        self._has_work.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
+        if len(self._pending) >= self._max_batch:
+            self._flush_now.set()
         return fut
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
+            if not self._pending:
+                self._idle.set()
+                self._has_work.clear()
+                await self._has_work.wait()
                 continue
-            results: list[Any] = []
             try:
-                async with self._engine.begin() as conn:
-                    for op, _ in batch:
-                        results.append(await op(conn))
+                await asyncio.wait_for(self._flush_now.wait(), self._window_s)
+            except TimeoutError:
+                pass
+            self._flush_now.clear()
+            batch, self._pending, self._inserts = self._pending, [], {}
+            try:
+                results = await self._write(batch)
             except Exception as exc:
                 log.exception("a batch of %d job writes failed", len(batch))
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                for op in batch:
+                    for fut, _ in op.futures or ():
+                        if not fut.done():
+                            fut.set_exception(exc)
                 continue
-            for (_, fut), result in zip(batch, results):
-                if not fut.done():
-                    fut.set_result(result)
+            for op, ok in zip(batch, results):
+                for fut, applies in op.futures or ():
+                    if not fut.done():
+                        fut.set_result(ok and (applies is None or applies))
+
+    async def _write(self, batch: list[_Op]) -> list[bool]:
+        results: list[bool] = []
+        async with self._engine.begin() as conn:
+            inserts = [op.values for op in batch if op.kind == "insert"]
+            if inserts:
+                await conn.execute(jobs.insert(), _uniform(inserts))
+            events = [{"job_id": op.job_id, "seq": s, "type": t, "data": d} for op in batch if op.kind == "insert" and op.events for s, t, d in op.events]
+            for op in batch:
+                if op.kind == "insert":
+                    results.append(True)
+                    continue
+                stmt, params = _transition(op.job_id, op.allowed, op.values)
+                ok = (await conn.execute(stmt, params)).rowcount == 1
+                results.append(ok)
+                if ok and op.events:
+                    events += [{"job_id": op.job_id, "seq": s, "type": t, "data": d} for s, t, d in op.events]
+            if events:
+                await conn.execute(job_events.insert(), events)
+        return results
 
     async def drain(self) -> None:
-        while self._pending:
-            await asyncio.gather(*(f for _, f in list(self._pending)), return_exceptions=True)
+        """Wait until everything queued so far is committed."""
+        if self._pending:
+            self._flush_now.set()
+        await self._idle.wait()
+
+
+def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """executemany needs the same keys in every row."""
+    keys = set().union(*rows)
+    return [{k: r.get(k) for k in keys} for r in rows]

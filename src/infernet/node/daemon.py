@@ -119,7 +119,7 @@ class Node:
         self._capacity = max(1, await self.backend.capacity())
         models = await self.backend.models()
         header = auth.sign_request(self.identity, "GET", CONNECT_PATH)
-        async with websockets.connect(ws_url(self.control_url), additional_headers={auth.AUTH_HEADER: header}, max_size=2**24, open_timeout=10) as ws:
+        async with websockets.connect(ws_url(self.control_url), additional_headers={auth.AUTH_HEADER: header}, max_size=2**24, open_timeout=10, compression=None) as ws:
             welcome = control_decoder.decode(await ws.recv())
             if not isinstance(welcome, Welcome):
                 raise ConnectionError("the control plane did not welcome this node")
