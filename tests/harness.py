@@ -101,5 +101,6 @@ class Network:
             for n in net.nodes:
                 n.stop.set()
             await asyncio.gather(*(n.task for n in net.nodes), return_exceptions=True)
-            server.should_exit = True
-            await serving
+            # A test may have swapped in a restarted server: stop whichever runs now.
+            net.server.should_exit = True
+            await net.serving
