@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -32,26 +34,32 @@ class ToolResult:
         return f"exit code {self.returncode}"
 
 
-def run_tool(argv: list[str], timeout: float = TIMEOUT_S) -> ToolResult:
+def run_tool(argv: list[str], timeout: float | None = None) -> ToolResult:
     """Run `argv` if its program is on PATH. Never raises for a missing or broken tool."""
     tool = argv[0]
+    timeout = timeout if timeout is not None else TIMEOUT_S
     path = shutil.which(tool)
     if path is None:
         return ToolResult(tool, found=False)
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [path, *argv[1:]],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
             # A stable, untranslated output is what the parsers expect.
             env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+            start_new_session=True,  # so a timeout can end the tool and anything it started
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return ToolResult(tool, found=True, stdout=out, timed_out=True)
     except OSError as exc:  # not executable, wrong architecture...
         return ToolResult(tool, found=True, returncode=126, stderr=str(exc))
-    return ToolResult(tool, found=True, returncode=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+    try:
+        out, errs = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return ToolResult(tool, found=True, stdout=out or "", timed_out=True)
+    return ToolResult(tool, found=True, returncode=proc.returncode, stdout=out, stderr=errs)

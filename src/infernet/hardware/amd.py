@@ -71,7 +71,9 @@ def parse_rocm_smi(text: str) -> tuple[list[Gpu], dict[str, str]]:
 def parse_rocminfo(text: str) -> list[Gpu]:
     gpus: list[Gpu] = []
     for block in re.split(r"\*{3,}\s*\n\s*Agent \d+\s*\n\s*\*{3,}", text)[1:]:
-        fields = dict(re.findall(r"^\s*([A-Za-z][A-Za-z .()]*?):\s+(\S.*?)\s*$", block, re.M))
+        fields: dict[str, str] = {}
+        for key, value in re.findall(r"^\s*([A-Za-z][A-Za-z .()]*?):\s+(\S.*?)\s*$", block, re.M):
+            fields.setdefault(key, value)  # the agent's own fields come before its ISA's
         if fields.get("Device Type") != "GPU":
             continue
         size_kb = 0
