@@ -27,6 +27,14 @@ class _Report:
             console.print(f"   {'':<13} [dim]→ {fix}[/]", highlight=False)
 
 
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def _private(path: Any) -> bool:
     return stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
 
@@ -78,8 +86,9 @@ def doctor(
     from infernet.cli.node import _alive
 
     status = read_status(home)
-    fresh = status and time.time() - status.get("updated_at", 0) < 10
-    if not _alive(home / "node.pid") and not fresh:
+    # The status file names the daemon's pid: a node started in the foreground counts too.
+    alive = _alive(home / "node.pid") or (bool(status) and _pid_alive(status.get("pid")) and time.time() - status.get("updated_at", 0) < 10)
+    if not alive:
         out.line("fail", "daemon", "no node is running from this INFERNET_HOME", "start it with `infernet start` (or `infernet setup`)")
     elif not status.get("connected"):
         out.line("fail", "daemon", f"running but not connected: {status.get('last_error') or 'no answer yet'}", f"see {home / 'node.log'}")
