@@ -7,7 +7,6 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-import typer.models
 from rich.table import Table
 
 from infernet import catalog, hardware

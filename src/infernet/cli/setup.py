@@ -21,7 +21,7 @@ from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
 from infernet import catalog, config
-from infernet.backends import DEFAULT_URLS, KINDS
+from infernet.backends import KINDS
 from infernet.cli.app import app, console, fail
 from infernet.cli.hardware import ICONS, run_detection
 
@@ -289,4 +289,4 @@ def _log_tail(path: Path, lines: int = 12) -> str:
         return "(no log)"
 
 
-__all__ = ["probe_engine", "setup", "DEFAULT_URLS"]
+__all__ = ["probe_engine", "setup"]
