@@ -20,7 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from infernet import __version__
-from infernet.control import errors, schemas
+from infernet.control import errors, probe, schemas
 from infernet.control.errors import APIError
 from infernet.control.hub import CONNECT_PATH, Hub, Settings
 from infernet.control.jobs import LiveJob
@@ -344,6 +344,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         Route("/api/v1/keys", endpoint(list_keys, admin=True), methods=["GET"]),
         Route("/api/v1/keys/{key_id}", endpoint(revoke_key, admin=True), methods=["DELETE"]),
         WebSocketRoute(CONNECT_PATH, node_socket),
+        *probe.routes(cp),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: on_http_error, Exception: on_crash})
     app.state.cp = cp

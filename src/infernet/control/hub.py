@@ -65,6 +65,7 @@ class NodeConn:
         self.active: dict[str, LiveJob] = {}
         self.last_seen = time.monotonic()
         self.tokens_per_s = 0.0
+        self.heartbeats = 0
         self.closed = False
 
     def snapshot(self) -> NodeSnapshot:
@@ -355,6 +356,7 @@ class Hub:
             if job is not None:
                 job.push_text(frame.text)
         elif isinstance(frame, Heartbeat):
+            conn.heartbeats += 1
             conn.tokens_per_s = frame.tokens_per_s
             if frame.models is not None:
                 conn.models = frozenset(m.name for m in frame.models)
