@@ -82,6 +82,12 @@ class OpenAICompatBackend:
         self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=TIMEOUT, headers=headers)
         self._aliases: dict[str, str] = {}  # advertised name -> the engine's model id
         self._warned_usage = False
+        # While a request runs, heartbeats reuse what the engine last said: llama-cpp-python's
+        # server interrupts a running generation whenever any other request (even
+        # /v1/models) waits for its lock, and a busy engine has nothing new to say anyway.
+        self._inflight = 0
+        self._last_models: list[ModelAd] | None = None
+        self._last_capacity: int | None = None
 
     # -- info -----------------------------------------------------------------------------
 
@@ -172,6 +178,8 @@ class OpenAICompatBackend:
         return Health(info.ready, info.detail + (f" ({info.version})" if info.version else ""), facts)
 
     async def models(self) -> list[ModelAd]:
+        if self._inflight and self._last_models is not None:
+            return self._last_models
         info = await self.info()
         if not info.ready:
             raise BackendError(info.detail, retryable=True, code="backend_unavailable")
@@ -199,18 +207,20 @@ class OpenAICompatBackend:
             else:
                 raise BackendError(f"{self.name} does not serve {self.model!r}; it serves {', '.join(sorted(ads))}", code="model_not_found")
         self._aliases = aliases
-        return list(ads.values())
+        self._last_models = list(ads.values())
+        return self._last_models
 
     async def capacity(self) -> int:
         if self._capacity:
             return self._capacity
+        if self._inflight and self._last_capacity is not None:
+            return self._last_capacity
         try:
             info = await self.info()
         except BackendError:
             info = None
-        if info is not None and info.slots:
-            return info.slots
-        return _DEFAULT_CAPACITY.get(self.name, 4)
+        self._last_capacity = info.slots if info is not None and info.slots else _DEFAULT_CAPACITY.get(self.name, 4)
+        return self._last_capacity
 
     async def _engine_model(self, body: dict[str, Any]) -> str:
         model = body.get("model") or self.model or ""
@@ -227,6 +237,16 @@ class OpenAICompatBackend:
         return self._stream("/v1/completions", body, chat=False)
 
     async def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[Chunk]:
+        self._inflight += 1
+        inner = self._stream_once(path, body, chat=chat)
+        try:
+            async for chunk in inner:
+                yield chunk
+        finally:
+            await inner.aclose()  # at once, not at garbage collection: this closes the connection
+            self._inflight -= 1
+
+    async def _stream_once(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[Chunk]:
         public = body.get("model") or self.model
         payload = {**body, "model": await self._engine_model(body), "stream": True, "stream_options": {"include_usage": True}}
         if self.name in ("vllm", "sglang"):
