@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +41,9 @@ class _Drop(Exception):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """Run `app` on a free loopback port for the block; yields its base URL."""
-    port = free_port()
+async def serve(app: Starlette, port: int | None = None) -> AsyncIterator[str]:
+    """Run `app` on a loopback port (a free one by default) for the block; yields its URL."""
+    port = port or free_port()
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off"))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -57,6 +57,26 @@ async def serve(app: Starlette) -> AsyncIterator[str]:
         server.force_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Starlette) -> Iterator[str]:
+    """`serve` on its own thread and event loop, for synchronous callers (the CLI)."""
+    import threading
+
+    port = free_port()
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the fake engine did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
 
 
 def _words(text: str) -> list[str]:
