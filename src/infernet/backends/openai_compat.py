@@ -1,80 +1,232 @@
 """Engines that speak the OpenAI HTTP API: vLLM, SGLang, llama.cpp server, or any other.
 
-Streams `/v1/chat/completions` and `/v1/completions` with `stream_options.include_usage`,
-so usage is the engine's own count. Each engine's native health/info endpoint tells the
-node its context length and how many requests it runs at once.
+Generation streams `/v1/chat/completions` and `/v1/completions` with
+`stream_options.include_usage`, so usage is the engine's own count. Each engine's native
+endpoints tell the node what the OpenAI API does not: readiness, context length, and how
+many requests it runs at once (see `info`).
+
+Capacity (jobs the node takes at once; the node never takes more):
+- llama.cpp: its slots (`/props` `total_slots`, else the length of `/slots`), else 1.
+- SGLang: `max_running_requests` from `/get_server_info`, capped at `BATCH_CAP`.
+- vLLM: it does not publish `max_num_seqs` over HTTP; `BATCH_DEFAULT` (32). Continuous
+  batching runs that many with little per-request slowdown on a 24 GB+ card, while the
+  default `max_num_seqs` (256+) would let one node swallow a whole queue and serve it slowly.
+- anything else: 4.
+An operator's `--capacity` overrides all of these.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import httpx
 
+from infernet.backends._http import (
+    INFO_TIMEOUT,
+    TIMEOUT,
+    embedding_inputs,
+    embedding_response,
+    error_text,
+    status_error,
+    unreachable,
+)
 from infernet.backends.base import BackendError, Chunk, Health
 from infernet.protocol.messages import ModelAd, Usage
 
-_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
+log = logging.getLogger("infernet.backends")
+
+BATCH_DEFAULT = 32
+BATCH_CAP = 64
+_DEFAULT_CAPACITY = {"vllm": BATCH_DEFAULT, "sglang": BATCH_DEFAULT, "llamacpp": 1, "openai": 4}
+
+
+@dataclass
+class EngineInfo:
+    """What an engine says about itself, from its native endpoints."""
+
+    ready: bool
+    detail: str
+    version: str | None = None
+    models: list[dict[str, Any]] = field(default_factory=list)  # /v1/models entries
+    context_length: int | None = None
+    slots: int | None = None
+    embedding: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 class OpenAICompatBackend:
-    def __init__(self, base_url: str, *, engine: str = "openai", model: str | None = None, api_key: str | None = None, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        engine: str = "openai",
+        model: str | None = None,
+        api_key: str | None = None,
+        capacity: int | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.name = engine
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.model = model
+        self._capacity = capacity
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=_TIMEOUT, headers=headers)
+        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=TIMEOUT, headers=headers)
+        self._aliases: dict[str, str] = {}  # advertised name -> the engine's model id
+        self._warned_usage = False
+        # While a request runs, heartbeats reuse what the engine last said: llama-cpp-python's
+        # server interrupts a running generation whenever any other request (even
+        # /v1/models) waits for its lock, and a busy engine has nothing new to say anyway.
+        self._inflight = 0
+        self._last_models: list[ModelAd] | None = None
+        self._last_capacity: int | None = None
 
     # -- info -----------------------------------------------------------------------------
 
-    async def _get(self, path: str) -> Any:
+    async def _get(self, path: str, *, optional: bool = False) -> Any:
+        """GET a JSON endpoint. With `optional`, a 404 (an engine without it) is None."""
         try:
-            r = await self._client.get(path, timeout=5.0)
+            r = await self._client.get(path, timeout=INFO_TIMEOUT)
         except httpx.HTTPError as exc:
-            raise BackendError(f"{self.name} at {self.base_url} is unreachable: {exc}", retryable=True) from None
+            raise unreachable(self.name, self.base_url, exc) from None
+        if optional and r.status_code in (404, 405):
+            return None
         if r.status_code != 200:
-            raise BackendError(f"{self.name} {path} answered HTTP {r.status_code}", retryable=True)
+            raise status_error(self.name, r.status_code, r.content)
+        if not r.content.strip():
+            return {}
         try:
             return r.json()
         except ValueError:
             raise BackendError(f"{self.name} {path} returned invalid JSON", retryable=True) from None
 
-    async def health(self) -> Health:
-        path = {"vllm": "/health", "sglang": "/health", "llamacpp": "/health"}.get(self.name, "/v1/models")
+    async def _ready(self) -> tuple[bool, str]:
+        """The engine's own health endpoint; engines without one are ready when they list models."""
+        path = "/health" if self.name in ("vllm", "sglang", "llamacpp") else "/v1/models"
         try:
-            r = await self._client.get(path, timeout=5.0)
+            r = await self._client.get(path, timeout=INFO_TIMEOUT)
         except httpx.HTTPError as exc:
-            return Health(False, f"{self.name} at {self.base_url} is unreachable: {exc}")
+            return False, unreachable(self.name, self.base_url, exc).message
+        if r.status_code == 404 and path == "/health":  # llama-cpp-python's server has no /health
+            return await self._ready_by_models()
+        if r.status_code == 503:
+            return False, f"{self.name} is not ready: {error_text(r.content)}"
         if r.status_code != 200:
-            return Health(False, f"{self.name} {path} answered HTTP {r.status_code}")
-        return Health(True, f"{self.name} at {self.base_url}")
+            return False, f"{self.name} {path} answered HTTP {r.status_code}: {error_text(r.content)}"
+        return True, f"{self.name} at {self.base_url}"
 
-    async def models(self) -> list[ModelAd]:
+    async def _ready_by_models(self) -> tuple[bool, str]:
+        try:
+            await self._get("/v1/models")
+        except BackendError as exc:
+            return False, exc.message
+        return True, f"{self.name} at {self.base_url}"
+
+    async def info(self) -> EngineInfo:
+        ready, detail = await self._ready()
+        if not ready:
+            return EngineInfo(False, detail)
         data = await self._get("/v1/models")
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise BackendError(f"{self.name} /v1/models returned no model list", retryable=True)
-        out = []
-        for item in items:
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                ctx = item.get("max_model_len") or (item.get("meta") or {}).get("n_ctx_train")
-                out.append(ModelAd(name=item["id"], context_length=int(ctx) if isinstance(ctx, int) else None))
+        info = EngineInfo(True, detail, models=[m for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)])
+        if self.name == "vllm":
+            version = await self._get("/version", optional=True)
+            info.version = (version or {}).get("version")
+        elif self.name == "sglang":
+            model_info = await self._get("/get_model_info", optional=True) or {}
+            server = await self._get("/get_server_info", optional=True)
+            if server is None:  # renamed in later SGLang releases
+                server = await self._get("/server_info", optional=True)
+            server = server or {}
+            states = server.get("internal_states") or [{}]
+            info.version = server.get("version")
+            info.context_length = _as_int(server.get("context_length")) or _as_int(model_info.get("context_length"))
+            running = _as_int(server.get("max_running_requests")) or _as_int((states[0] if isinstance(states, list) and states else {}).get("max_running_requests"))
+            info.slots = min(running, BATCH_CAP) if running else None
+            info.embedding = model_info.get("is_generation") is False
+            info.raw = {"model_info": model_info, "server_info": server}
+        elif self.name == "llamacpp":
+            props = await self._get("/props", optional=True)
+            if props:
+                info.slots = _as_int(props.get("total_slots"))
+                info.context_length = _as_int((props.get("default_generation_settings") or {}).get("n_ctx"))
+                info.version = props.get("build_info")
+                info.raw = {"props": props}
+            if info.slots is None:
+                slots = await self._get("/slots", optional=True)
+                if isinstance(slots, list) and slots:
+                    info.slots = len(slots)
+                    info.context_length = info.context_length or _as_int(slots[0].get("n_ctx"))
+        return info
+
+    async def health(self) -> Health:
+        try:
+            info = await self.info()
+        except BackendError as exc:
+            return Health(False, exc.message)
+        facts = {"version": info.version, "slots": info.slots, "context_length": info.context_length, "models": [m["id"] for m in info.models]}
+        return Health(info.ready, info.detail + (f" ({info.version})" if info.version else ""), facts)
+
+    async def models(self) -> list[ModelAd]:
+        if self._inflight and self._last_models is not None:
+            return self._last_models
+        info = await self.info()
+        if not info.ready:
+            raise BackendError(info.detail, retryable=True, code="backend_unavailable")
+        kind = "embedding" if info.embedding else "chat"
+        ads: dict[str, ModelAd] = {}
+        aliases: dict[str, str] = {}
+        for item in info.models:
+            engine_id = item["id"]
+            meta = item.get("meta") or {}
+            ctx = info.context_length or _as_int(item.get("max_model_len")) or _as_int(meta.get("n_ctx_train"))
+            name = _public_name(engine_id)
+            aliases[name] = engine_id
+            ads[name] = ModelAd(name=name, kind=kind, context_length=ctx)
         if self.model:
-            out = [m for m in out if m.name == self.model] or [ModelAd(name=self.model)]
-        return out
+            if self.model in ads:
+                ads = {self.model: ads[self.model]}
+            elif self.model in aliases.values():
+                name = next(n for n, i in aliases.items() if i == self.model)
+                ads = {name: ads[name]}
+            elif len(ads) == 1:
+                # One engine, one model: serve it under the operator's chosen name.
+                (only,) = ads.values()
+                aliases[self.model] = aliases[only.name]
+                ads = {self.model: ModelAd(name=self.model, kind=only.kind, context_length=only.context_length)}
+            else:
+                raise BackendError(f"{self.name} does not serve {self.model!r}; it serves {', '.join(sorted(ads))}", code="model_not_found")
+        self._aliases = aliases
+        self._last_models = list(ads.values())
+        return self._last_models
 
     async def capacity(self) -> int:
-        if self.name == "llamacpp":
-            try:
-                props = await self._get("/props")
-                return max(1, int(props.get("total_slots", 1)))
-            except (BackendError, TypeError, ValueError):
-                return 1
-        if self.name in ("vllm", "sglang"):
-            return 16  # continuous batching: many requests share the GPU
-        return 4
+        if self._capacity:
+            return self._capacity
+        if self._inflight and self._last_capacity is not None:
+            return self._last_capacity
+        try:
+            info = await self.info()
+        except BackendError:
+            info = None
+        self._last_capacity = info.slots if info is not None and info.slots else _DEFAULT_CAPACITY.get(self.name, 4)
+        return self._last_capacity
+
+    async def _engine_model(self, body: dict[str, Any]) -> str:
+        model = body.get("model") or self.model or ""
+        if model not in self._aliases:
+            await self.models()
+        return self._aliases.get(model, model)
 
     # -- generation -----------------------------------------------------------------------
 
@@ -85,24 +237,35 @@ class OpenAICompatBackend:
         return self._stream("/v1/completions", body, chat=False)
 
     async def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[Chunk]:
-        payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        if self.name == "vllm":
+        self._inflight += 1
+        inner = self._stream_once(path, body, chat=chat)
+        try:
+            async for chunk in inner:
+                yield chunk
+        finally:
+            await inner.aclose()  # at once, not at garbage collection: this closes the connection
+            self._inflight -= 1
+
+    async def _stream_once(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[Chunk]:
+        public = body.get("model") or self.model
+        payload = {**body, "model": await self._engine_model(body), "stream": True, "stream_options": {"include_usage": True}}
+        if self.name in ("vllm", "sglang"):
+            # Usage on every chunk: a cancelled job is then metered exactly.
             payload["stream_options"]["continuous_usage_stats"] = True
         usage: Usage | None = None
         finish: str | None = None
+        pieces = 0
         try:
             async with self._client.stream("POST", path, json=payload) as r:
                 if r.status_code != 200:
-                    detail = (await r.aread()).decode("utf-8", "replace")[:300]
-                    raise BackendError(
-                        f"{self.name} answered HTTP {r.status_code}: {_error_text(detail)}",
-                        retryable=r.status_code >= 500 or r.status_code in (404, 429),
-                        code="model_not_found" if r.status_code == 404 else "backend_error",
-                    )
+                    raise status_error(self.name, r.status_code, await r.aread(), model=public)
                 async for line in r.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
+                    field_name, _, data = line.partition(":")
+                    data = data.strip()
+                    if field_name == "error":  # llama.cpp's own framing for a failure mid-stream
+                        raise BackendError(f"{self.name} failed mid-stream: {error_text(data)}")
+                    if field_name != "data":
+                        continue  # blank separators, comments (pings), event:/id: lines
                     if data == "[DONE]":
                         break
                     try:
@@ -110,48 +273,82 @@ class OpenAICompatBackend:
                     except ValueError:
                         raise BackendError(f"{self.name} sent invalid JSON in its stream: {data[:80]!r}") from None
                     if not isinstance(event, dict):
-                        raise BackendError(f"{self.name} sent an unexpected stream event")
-                    if "error" in event:
-                        raise BackendError(f"{self.name} error: {_error_text(json.dumps(event))}")
+                        raise BackendError(f"{self.name} sent an unexpected stream event: {data[:80]!r}")
+                    if "error" in event or event.get("object") == "error":
+                        raise BackendError(f"{self.name} failed mid-stream: {error_text(data)}")
                     if isinstance(event.get("usage"), dict):
                         u = event["usage"]
                         usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
                     for choice in event.get("choices") or []:
+                        if not isinstance(choice, dict):
+                            continue
                         text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
                         if text:
+                            pieces += 1
                             yield Chunk(text=text, usage=usage)
         except httpx.HTTPError as exc:
-            raise BackendError(f"{self.name} connection failed: {exc}", retryable=usage is None) from None
+            raise BackendError(f"{self.name} connection failed mid-stream ({type(exc).__name__}: {exc})", retryable=pieces == 0) from None
         if finish is None:
             raise BackendError(f"{self.name} ended the stream before finishing (truncated)")
+        if finish in ("abort", "error"):
+            raise BackendError(f"{self.name} aborted the request (finish_reason {finish!r})")
         if usage is None:
-            raise BackendError(f"{self.name} did not report token usage")
+            usage = await self._usage_without_stream(path, payload, pieces)
         yield Chunk(finish_reason=finish, usage=usage)
 
+    async def _usage_without_stream(self, path: str, payload: dict[str, Any], pieces: int) -> Usage:
+        """Usage for engines whose streams carry none (llama-cpp-python's server).
+
+        Prompt tokens: the engine's own count, from the same request without streaming and
+        with one output token (llama.cpp-family engines reuse the cached prompt, so this
+        costs about one token). Completion tokens: the streamed pieces, which these engines
+        send one per sampled token.
+        """
+        if not self._warned_usage:
+            self._warned_usage = True
+            log.warning("%s streams no usage; counting prompt tokens with a 1-token probe (upgrade the engine to avoid it)", self.name)
+        probe = {k: v for k, v in payload.items() if k not in ("stream", "stream_options", "max_completion_tokens")}
+        probe["max_tokens"] = 1
+        try:
+            r = await self._client.post(path, json=probe)
+            u = r.json().get("usage") if r.status_code == 200 else None
+            prompt = int(u["prompt_tokens"])
+        except (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError):
+            raise BackendError(f"{self.name} did not report token usage, and the usage probe failed") from None
+        return Usage(prompt, pieces)
+
     async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        inputs = embedding_inputs(body)
+        public = body.get("model") or self.model or ""
+        # Always ask for floats; base64 is encoded here, the same for every engine.
+        payload = {"model": await self._engine_model(body), "input": inputs, "encoding_format": "float"}
+        if body.get("dimensions"):
+            payload["dimensions"] = body["dimensions"]
         try:
-            r = await self._client.post("/v1/embeddings", json=body)
+            r = await self._client.post("/v1/embeddings", json=payload)
         except httpx.HTTPError as exc:
-            raise BackendError(f"{self.name} connection failed: {exc}", retryable=True) from None
+            raise unreachable(self.name, self.base_url, exc) from None
         if r.status_code != 200:
-            raise BackendError(f"{self.name} embeddings answered HTTP {r.status_code}: {_error_text(r.text)}")
+            raise status_error(self.name, r.status_code, r.content, model=public)
         try:
-            return r.json()
-        except ValueError:
-            raise BackendError(f"{self.name} returned invalid JSON for embeddings") from None
+            data = r.json()
+            rows = sorted(data["data"], key=lambda d: d.get("index", 0))
+            vectors = [row["embedding"] for row in rows]
+            tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BackendError(f"{self.name} returned an embeddings body that is not OpenAI-shaped") from None
+        if len(vectors) != len(inputs) or not all(isinstance(v, list) for v in vectors):
+            raise BackendError(f"{self.name} returned {len(vectors)} embeddings for {len(inputs)} inputs")
+        return embedding_response(vectors, public, tokens, body.get("encoding_format", "float"))
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
-def _error_text(raw: str) -> str:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return raw.strip()[:200]
-    err = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(err, dict):
-        return str(err.get("message") or err)[:200]
-    return str(err)[:200]
+def _public_name(engine_id: str) -> str:
+    """llama.cpp-family servers name a model by its file path; advertise the file's stem."""
+    if engine_id.endswith(".gguf"):
+        return PurePath(engine_id).name.removesuffix(".gguf")
+    return engine_id

@@ -13,23 +13,24 @@ from typing import Annotated, Optional
 import typer
 
 from infernet import config
-from infernet.backends import KINDS
+from infernet.backends import CHOICES
 from infernet.cli.app import app, console, fail
 
 
 @app.command()
 def start(
     control_plane: Annotated[Optional[str], typer.Option("--control-plane", "-c", envvar="INFERNET_CONTROL_PLANE", help="Control plane URL.")] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b", help=f"One of: {', '.join(KINDS)}.")] = "embedded",
+    backend: Annotated[str, typer.Option("--backend", "-b", help=f"One of: {', '.join(CHOICES)}. auto: probe the engines' default ports.")] = "auto",
     backend_url: Annotated[Optional[str], typer.Option("--backend-url", help="Engine URL; default: its usual port.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Serve only this model.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="A name for this node.")] = None,
+    capacity: Annotated[Optional[int], typer.Option("--capacity", min=1, help="Jobs at once; default: what the engine says.")] = None,
     foreground: Annotated[bool, typer.Option("--foreground", "-f", help="Stay in the foreground.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node: connect out to a control plane and serve jobs (no inbound port needed)."""
-    if backend not in KINDS:
-        fail(f"unknown backend {backend!r}", f"choose one of {', '.join(KINDS)}")
+    if backend not in CHOICES:
+        fail(f"unknown backend {backend!r}", f"choose one of {', '.join(CHOICES)}")
     home = config.home()
     saved = config.read_json(home / "node.json")
     control_plane = control_plane or saved.get("control_plane")
@@ -42,9 +43,9 @@ def start(
             fail(f"a node is already running from {home} (pid {pid_file.read_text().strip()})", "stop it with `infernet stop`")
         log = open(home / "node.log", "ab")
         args = [sys.executable, "-m", "infernet", "start", "--foreground", "-c", control_plane, "-b", backend]
-        for flag, value in (("--backend-url", backend_url), ("--model", model), ("--name", name)):
+        for flag, value in (("--backend-url", backend_url), ("--model", model), ("--name", name), ("--capacity", capacity)):
             if value:
-                args += [flag, value]
+                args += [flag, str(value)]
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         pid_file.write_text(str(proc.pid))
         console.print(f"node started (pid {proc.pid}); logs in {home / 'node.log'}; `infernet status` to check it")
@@ -52,7 +53,7 @@ def start(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from infernet.node import run_foreground
 
-    run_foreground(control_url=control_plane, backend_kind=backend, backend_url=backend_url, model=model, name=name, home=home)
+    run_foreground(control_url=control_plane, backend_kind=backend, backend_url=backend_url, model=model, name=name, home=home, capacity=capacity)
 
 
 def _alive(pid_file) -> bool:  # type: ignore[no-untyped-def]

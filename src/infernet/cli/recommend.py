@@ -10,20 +10,12 @@ import typer
 from rich.table import Table
 
 from infernet import catalog, hardware
-from infernet.cli.app import app, console, fail
+from infernet.cli.app import console, fail
+from infernet.cli.model import model_app
 
 
-def _models_group() -> typer.Typer:
-    """The `models` command group, shared with other modules that add `models` commands."""
-    for info in app.registered_groups:
-        if info.name == "models" and isinstance(info.typer_instance, typer.Typer):
-            return info.typer_instance
-    group = typer.Typer(help="Models: what this node can serve.", no_args_is_help=True)
-    app.add_typer(group, name="models")
-    return group
-
-
-models_app = _models_group()
+# One `model` group holds every model command; `models` is accepted as an alias.
+models_app = model_app
 ENGINES = ("embedded", "ollama", "vllm", "sglang", "llamacpp")
 
 

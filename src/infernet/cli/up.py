@@ -21,7 +21,7 @@ import typer
 from rich.panel import Panel
 
 from infernet import config
-from infernet.backends import KINDS
+from infernet.backends import CHOICES
 from infernet.cli.app import app, console, fail
 
 DEFAULT_PORT = 8787
@@ -31,15 +31,15 @@ DEFAULT_PORT = 8787
 def up(
     port: Annotated[int, typer.Option("--port", "-p", help="Control plane port.")] = DEFAULT_PORT,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    backend: Annotated[str, typer.Option("--backend", "-b", help=f"One of: {', '.join(KINDS)}.")] = "embedded",
+    backend: Annotated[str, typer.Option("--backend", "-b", help=f"One of: {', '.join(CHOICES)}. auto: probe the engines' default ports.")] = "embedded",
     backend_url: Annotated[Optional[str], typer.Option("--backend-url", help="Engine URL; default: its usual port.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Serve only this model.")] = None,
     nodes: Annotated[int, typer.Option("--nodes", min=0, max=16, help="Local nodes to run (0: control plane only).")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a control plane and a node on this machine; print the URL and API key."""
-    if backend not in KINDS:
-        fail(f"unknown backend {backend!r}", f"choose one of {', '.join(KINDS)}")
+    if backend not in CHOICES:
+        fail(f"unknown backend {backend!r}", f"choose one of {', '.join(CHOICES)}")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)

@@ -358,10 +358,17 @@ class Hub:
         elif isinstance(frame, Heartbeat):
             conn.heartbeats += 1
             conn.tokens_per_s = frame.tokens_per_s
+            changed = False
             if frame.models is not None:
                 conn.models = frozenset(m.name for m in frame.models)
                 conn.hello = msgspec.structs.replace(conn.hello, models=frame.models)
+                changed = True
+            if frame.capacity is not None and max(1, frame.capacity) != conn.capacity:
+                conn.capacity = max(1, frame.capacity)
+                changed = True
+            if changed:  # a pull, a removal or an engine restart on the node
                 self._freed.set()
+                self._spawn(self.store.upsert_node(conn.id, models=[msgspec.to_builtins(m) for m in conn.hello.models], capacity=conn.capacity))
         elif isinstance(frame, (Accept, Done, Fail)):
             job = conn.active.get(frame.job_id)
             if job is not None:  # a frame for a job this node no longer holds is a duplicate

@@ -31,15 +31,18 @@ async def serve(
     name: str | None = None,
     home: Path | None = None,
     stop: asyncio.Event | None = None,
+    capacity: int | None = None,
 ) -> None:
     """Run a node until `stop` (or SIGINT/SIGTERM when run as the main program)."""
     home = home or config.home()
     ident = keys.load_or_create(identity_path(home))
-    backend = backends.create(backend_kind, backend_url, model)
+    hw = hardware.summary()
+    if backend_kind == "auto":
+        backend_kind, backend_url = await resolve_auto(hw["tier"])
+    backend = backends.create(backend_kind, backend_url, model, capacity=capacity)
     health = await backend.health()
     if not health.ok:
         log.warning("backend %s is not healthy yet: %s (the node keeps trying)", backend_kind, health.detail)
-    hw = hardware.summary()
     node = Node(control_url, ident, backend, name=name or socket.gethostname(), tier=hw["tier"], hardware=hw)
     stop = stop or asyncio.Event()
     status_task = asyncio.create_task(_write_status(home / "node-status.json", node.status, stop))
@@ -48,6 +51,20 @@ async def serve(
     finally:
         status_task.cancel()
         await backend.aclose()
+
+
+async def resolve_auto(tier: str) -> tuple[str, str | None]:
+    """`--backend auto`: probe the engines' default ports and pick by the tier's advice."""
+    from infernet.backends.detect import detect
+
+    kind, url, found = await detect(tier)
+    for f in found:
+        log.info("found %s at %s: %s%s", f.kind, f.url, f.detail, "" if f.ready else " (not ready)")
+    if kind == "embedded":
+        log.info("no ready engine with a model on the default ports; using the embedded CPU backend")
+    else:
+        log.info("using %s at %s (tier %s)", kind, url, tier)
+    return kind, url
 
 
 async def _write_status(path: Path, status: NodeStatus, stop: asyncio.Event) -> None:

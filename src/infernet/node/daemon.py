@@ -30,6 +30,7 @@ from infernet.protocol.messages import (
     Heartbeat,
     Hello,
     Job,
+    ModelAd,
     Tokens,
     Usage,
     Welcome,
@@ -115,9 +116,21 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._jobs.values(), return_exceptions=True)
 
+    async def _advertised(self) -> tuple[list[ModelAd], int]:
+        """What to advertise now. An engine that is down or restarting advertises no models,
+        so the router sends nothing here until it is back; the node itself stays connected."""
+        try:
+            models = await self.backend.models()
+            capacity = max(1, await self.backend.capacity())
+        except BackendError as exc:
+            if exc.message != self.status.last_error:
+                log.warning("engine unavailable, advertising no models: %s", exc.message)
+            self.status.last_error = exc.message
+            return [], self._capacity
+        return models, capacity
+
     async def _session(self) -> None:
-        self._capacity = max(1, await self.backend.capacity())
-        models = await self.backend.models()
+        models, self._capacity = await self._advertised()
         header = auth.sign_request(self.identity, "GET", CONNECT_PATH)
         async with websockets.connect(ws_url(self.control_url), additional_headers={auth.AUTH_HEADER: header}, max_size=2**24, open_timeout=10, compression=None) as ws:
             welcome = control_decoder.decode(await ws.recv())
@@ -134,7 +147,7 @@ class Node:
             self.status.node_id = self.identity.pubkey
             self.status.connected_at = time.time()
             log.info("connected to %s as %s", self.control_url, self.identity.npub)
-            tasks = [asyncio.ensure_future(t) for t in (self._reader(ws), self._writer(ws), self._heartbeat(welcome.heartbeat_s))]
+            tasks = [asyncio.ensure_future(t) for t in (self._reader(ws), self._writer(ws), self._heartbeat(welcome.heartbeat_s, models))]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -167,14 +180,21 @@ class Node:
                 frame = self._outbox.popleft()
                 await ws.send(self._signer.seal(encode(frame)))
 
-    async def _heartbeat(self, interval: float) -> None:
-        last_models = None
+    async def _heartbeat(self, interval: float, advertised: list[ModelAd]) -> None:
+        """Every beat re-reads the engine: a pull, a removal or an engine restart reaches
+        the control plane within one interval (models and capacity ride only when changed)."""
+        last_models, last_capacity = advertised, self._capacity
         while True:
             await asyncio.sleep(interval)
-            models = await self.backend.models()
-            changed = models if models != last_models and last_models is not None else None
-            last_models = models
-            self._send(Heartbeat(active=len(self._jobs), models=changed, tokens_per_s=round(self._tps, 2)))
+            models, capacity = await self._advertised()
+            self._capacity = capacity
+            self._send(Heartbeat(
+                active=len(self._jobs),
+                models=models if models != last_models else None,
+                tokens_per_s=round(self._tps, 2),
+                capacity=capacity if capacity != last_capacity else None,
+            ))
+            last_models, last_capacity = models, capacity
 
     async def _reader(self, ws: Any) -> None:
         async for raw in ws:

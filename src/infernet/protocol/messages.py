@@ -48,8 +48,9 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
 
 class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="t"):
     active: int
-    models: list[ModelAd] | None = None
+    models: list[ModelAd] | None = None  # only when changed since the last frame
     tokens_per_s: float = 0.0
+    capacity: int | None = None  # only when changed (an engine restarted with other slots)
 
 
 class Accept(msgspec.Struct, frozen=True, tag="accept", tag_field="t"):

@@ -1,0 +1,295 @@
+"""Ollama through its native API (default port 11434).
+
+Native, not Ollama's OpenAI shim, because only the native API has what a node needs: real
+token counts (`prompt_eval_count`, `eval_count`), the model's trained context (`/api/show`),
+what is loaded (`/api/ps`), and model management (`/api/pull`, `/api/delete`).
+
+Context: Ollama silently truncates prompts longer than its `num_ctx` (2048 or 4096 by
+default, depending on the version). So the adapter always sends an explicit `num_ctx`
+(configured, else min(trained context, 8192)) and advertises exactly that number; the
+control plane can then refuse prompts that do not fit instead of the engine mangling them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from infernet.backends._http import (
+    INFO_TIMEOUT,
+    TIMEOUT,
+    embedding_inputs,
+    embedding_response,
+    error_text,
+    status_error,
+    text_of,
+    unreachable,
+)
+from infernet.backends.base import BackendError, Chunk, Health
+from infernet.protocol.messages import ModelAd, Usage
+
+log = logging.getLogger("infernet.backends.ollama")
+
+DEFAULT_NUM_CTX = 8192
+_ROLES = {"developer": "system"}
+
+
+def _same_model(a: str, b: str) -> bool:
+    """`llama3.2` and `llama3.2:latest` name the same model."""
+    def norm(n: str) -> str:
+        return n if ":" in n.rsplit("/", 1)[-1] else n + ":latest"
+
+    return norm(a) == norm(b)
+
+
+class OllamaBackend:
+    name = "ollama"
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:11434",
+        *,
+        model: str | None = None,
+        keep_alive: str | int | None = None,
+        num_ctx: int | None = None,
+        parallel: int | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.keep_alive = keep_alive if keep_alive is not None else os.environ.get("INFERNET_OLLAMA_KEEP_ALIVE") or None
+        self.num_ctx = num_ctx
+        self.parallel = parallel
+        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=TIMEOUT)
+        self._show_cache: dict[str, dict[str, Any]] = {}  # digest -> /api/show facts
+        self._trained: dict[str, int | None] = {}  # installed model -> trained context
+
+    # -- low level ------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, json_body: Any = None, model: str | None = None, timeout: float | None = INFO_TIMEOUT) -> Any:
+        try:
+            r = await self._client.request(method, path, json=json_body, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise unreachable("ollama", self.base_url, exc) from None
+        if r.status_code != 200:
+            raise status_error("ollama", r.status_code, r.content, model=model)
+        if not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            raise BackendError(f"ollama {path} returned invalid JSON: {r.text[:80]!r}", retryable=True) from None
+
+    async def _ndjson(self, path: str, payload: dict[str, Any], *, model: str | None) -> AsyncIterator[dict[str, Any]]:
+        """The lines of one streamed NDJSON response. Closing it closes the connection,
+        which is how Ollama learns to stop generating (or pulling)."""
+        try:
+            async with self._client.stream("POST", path, json=payload) as r:
+                if r.status_code != 200:
+                    raise status_error("ollama", r.status_code, await r.aread(), model=model)
+                async for line in r.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        raise BackendError(f"ollama sent invalid JSON in its stream: {line[:80]!r}") from None
+                    if not isinstance(event, dict):
+                        raise BackendError(f"ollama sent an unexpected stream line: {line[:80]!r}")
+                    if "error" in event:
+                        raise BackendError(f"ollama: {error_text(json.dumps(event))}", code="backend_error")
+                    yield event
+        except httpx.HTTPError as exc:
+            raise BackendError(f"ollama connection failed mid-request ({type(exc).__name__}: {exc})", retryable=True) from None
+
+    # -- facts ----------------------------------------------------------------------------
+
+    async def version(self) -> str:
+        data = await self._request("GET", "/api/version")
+        return str((data or {}).get("version", "unknown"))
+
+    async def installed(self) -> list[dict[str, Any]]:
+        """`/api/tags`: every model on disk, with size and details."""
+        data = await self._request("GET", "/api/tags")
+        items = (data or {}).get("models")
+        if not isinstance(items, list):
+            raise BackendError("ollama /api/tags returned no model list", retryable=True)
+        return [m for m in items if isinstance(m, dict) and isinstance(m.get("name") or m.get("model"), str)]
+
+    async def loaded(self) -> list[dict[str, Any]]:
+        """`/api/ps`: models in memory now, with `size_vram` and `expires_at`."""
+        data = await self._request("GET", "/api/ps")
+        items = (data or {}).get("models")
+        return [m for m in items if isinstance(m, dict)] if isinstance(items, list) else []
+
+    async def show(self, name: str) -> dict[str, Any]:
+        """`/api/show`, plus `context_length` (trained) and `kind` worked out from it."""
+        data = await self._request("POST", "/api/show", json_body={"model": name, "name": name}, model=name)
+        if not isinstance(data, dict):
+            raise BackendError(f"ollama /api/show {name} returned nothing", retryable=True)
+        info = data.get("model_info") or {}
+        arch = info.get("general.architecture")
+        ctx = info.get(f"{arch}.context_length") if arch else None
+        if not isinstance(ctx, int):
+            ctx = next((v for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int)), None)
+        caps = data.get("capabilities")
+        family = (data.get("details") or {}).get("family", "")
+        if isinstance(caps, list):
+            kind = "embedding" if "embedding" in caps and "completion" not in caps else "chat"
+        else:  # Ollama before capabilities existed: BERT-family models are embedders
+            kind = "embedding" if family in ("bert", "nomic-bert") else "chat"
+        return {**data, "context_length": ctx, "kind": kind}
+
+    async def _facts(self, tag: dict[str, Any]) -> dict[str, Any]:
+        name = tag.get("name") or tag["model"]
+        key = tag.get("digest") or name
+        if key not in self._show_cache:
+            self._show_cache[key] = await self.show(name)
+        return self._show_cache[key]
+
+    def _ctx_for(self, trained: int | None) -> int:
+        want = self.num_ctx or DEFAULT_NUM_CTX
+        return min(want, trained) if trained else want
+
+    # -- Backend --------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        try:
+            version = await self.version()
+            names = [m.get("name") or m.get("model") for m in await self.installed()]
+        except BackendError as exc:
+            return Health(False, exc.message)
+        if self.model and not any(_same_model(self.model, n) for n in names):
+            return Health(False, f"ollama {version} has no model {self.model!r}; run `infernet model pull {self.model}`", {"version": version})
+        if not names:
+            return Health(False, f"ollama {version} has no models yet; run `infernet model pull <name>`", {"version": version})
+        return Health(True, f"ollama {version} at {self.base_url}", {"version": version, "models": len(names)})
+
+    async def _refresh(self) -> list[tuple[str, dict[str, Any]]]:
+        found = []
+        for tag in await self.installed():
+            found.append((tag.get("name") or tag["model"], await self._facts(tag)))
+        self._trained = {name: facts["context_length"] for name, facts in found}
+        return found
+
+    async def models(self) -> list[ModelAd]:
+        out = []
+        for name, facts in await self._refresh():
+            if self.model and not _same_model(self.model, name):
+                continue
+            ctx = facts["context_length"] if facts["kind"] == "embedding" else self._ctx_for(facts["context_length"])
+            out.append(ModelAd(name=name, kind=facts["kind"], context_length=ctx))
+        return out
+
+    async def capacity(self) -> int:
+        """Ollama runs OLLAMA_NUM_PARALLEL requests per model at once and does not say how
+        many over its API; the operator's setting (here or in the node's environment) wins,
+        else 1, which is never more than Ollama runs."""
+        if self.parallel:
+            return max(1, self.parallel)
+        try:
+            return max(1, int(os.environ.get("OLLAMA_NUM_PARALLEL", "")))
+        except ValueError:
+            return 1
+
+    async def _options(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The Ollama model name and `options` for an OpenAI-shaped body."""
+        model = body.get("model") or self.model
+        if not model:
+            raise BackendError("the request names no model", code="invalid_request")
+        opts: dict[str, Any] = {}
+        for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
+            if body.get(key) is not None:
+                opts[key] = body[key]
+        stop = body.get("stop")
+        if stop:
+            opts["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit:
+            opts["num_predict"] = int(limit)
+        # Known from the last heartbeat's model list; a model that vanished since then is
+        # caught by Ollama's own 404.
+        known = next((n for n in self._trained if _same_model(model, n)), None)
+        if known is None:
+            await self._refresh()
+            known = next((n for n in self._trained if _same_model(model, n)), None)
+            if known is None:
+                raise BackendError(f"ollama: model {model!r} is not installed (it may have been removed)", retryable=True, code="model_not_found")
+        opts["num_ctx"] = self._ctx_for(self._trained[known])
+        return model, opts
+
+    def _common(self, model: str, opts: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": model, "stream": True, "options": opts}
+        if self.keep_alive is not None:
+            payload["keep_alive"] = self.keep_alive
+        return payload
+
+    async def chat(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        model, opts = await self._options(body)
+        messages = [{"role": _ROLES.get(m["role"], m["role"]), "content": text_of(m.get("content"))} for m in body["messages"]]
+        async for chunk in self._generate("/api/chat", {**self._common(model, opts), "messages": messages}, model, lambda e: (e.get("message") or {}).get("content")):
+            yield chunk
+
+    async def complete(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        model, opts = await self._options(body)
+        prompt = body.get("prompt", "")
+        if isinstance(prompt, list):
+            prompt = "".join(map(str, prompt))
+        # raw: a completion continues the text as given, without the chat template.
+        payload = {**self._common(model, opts), "prompt": prompt, "raw": True}
+        async for chunk in self._generate("/api/generate", payload, model, lambda e: e.get("response")):
+            yield chunk
+
+    async def _generate(self, path: str, payload: dict[str, Any], model: str, text_of_event: Any) -> AsyncIterator[Chunk]:
+        async for event in self._ndjson(path, payload, model=model):
+            text = text_of_event(event)
+            if text:
+                yield Chunk(text=text)
+            if event.get("done"):
+                if "prompt_eval_count" not in event:
+                    # Old Ollama versions omit it when the whole prompt came from cache.
+                    log.warning("ollama reported no prompt_eval_count; prompt tokens counted as 0")
+                usage = Usage(int(event.get("prompt_eval_count") or 0), int(event.get("eval_count") or 0))
+                finish = "length" if event.get("done_reason") == "length" else "stop"
+                yield Chunk(finish_reason=finish, usage=usage)
+                return
+        raise BackendError("ollama ended the stream before `done` (truncated)")
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = body.get("model") or self.model or ""
+        inputs = embedding_inputs(body)
+        payload: dict[str, Any] = {"model": model, "input": inputs, "truncate": True}
+        if body.get("dimensions"):
+            payload["dimensions"] = body["dimensions"]
+        if self.keep_alive is not None:
+            payload["keep_alive"] = self.keep_alive
+        data = await self._request("POST", "/api/embed", json_body=payload, model=model, timeout=TIMEOUT.read)
+        vectors = (data or {}).get("embeddings")
+        if not isinstance(vectors, list) or len(vectors) != len(inputs):
+            raise BackendError(f"ollama returned {len(vectors) if isinstance(vectors, list) else 'no'} embeddings for {len(inputs)} inputs")
+        return embedding_response(vectors, model, int(data.get("prompt_eval_count") or 0), body.get("encoding_format", "float"))
+
+    # -- management -----------------------------------------------------------------------
+
+    async def pull(self, name: str) -> AsyncIterator[dict[str, Any]]:
+        """`/api/pull` progress lines (`status`, and `digest`/`total`/`completed` while a
+        layer downloads). Closing the iterator aborts the pull; Ollama keeps the partial
+        blobs and resumes them next time."""
+        async for event in self._ndjson("/api/pull", {"model": name, "name": name, "stream": True}, model=name):
+            yield event
+            if event.get("status") == "success":
+                self._show_cache.clear()
+                return
+        raise BackendError(f"ollama ended the pull of {name} without success")
+
+    async def delete(self, name: str) -> None:
+        await self._request("DELETE", "/api/delete", json_body={"model": name, "name": name}, model=name)
+        self._show_cache.clear()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
