@@ -34,6 +34,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _FAIL_STATUS = {
     "model_not_found": 404,
     "over_capacity": 429,
+    "no_eligible_node": 503,
     "context_length_exceeded": 400,
     "invalid_request": 400,
 }
@@ -93,21 +94,25 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
 
     # -- inference ------------------------------------------------------------------------
 
-    async def start_job(key: KeyRecord, kind: str, model: str, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
+    async def start_job(key: KeyRecord, kind: str, req: Any, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
+        model = req.model
+        route = schemas.route_of(req)
         hub.check_servable(model)
         served_kind = hub.models()[model]
         if (kind == "embedding") != (served_kind == "embedding"):
             raise errors.bad_request(f"`{model}` is a{'n embedding' if served_kind == 'embedding' else ' chat'} model; use the matching endpoint.", param="model", code="model_not_supported")
-        return await hub.submit(key.id, kind, model, body, idem)
+        return await hub.submit(key.id, kind, model, body, idem, route)
 
     def fail_error(job: LiveJob) -> APIError:
         err = job.error or {}
         code = err.get("code", "node_failed")
         status = _FAIL_STATUS.get(code, 502)
-        headers = {"Retry-After": "1"} if status == 429 else None
+        headers = {"Retry-After": str(err.get("retry_after", 1))} if status == 429 else None
         kind = "invalid_request_error" if status < 500 else "server_error"
         if status == 429:
             kind = "rate_limit_error"
+        elif status == 503:
+            kind = "service_unavailable"
         return APIError(status, err.get("message", "the job failed"), type=kind, code=code, headers=headers)
 
     async def generate(request: Request, key: KeyRecord, kind: str) -> Response:
@@ -116,7 +121,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         body = schemas.to_body(req)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        job, _ = await start_job(key, kind, req.model, body)
+        job, _ = await start_job(key, kind, req, body)
         assert job is not None
         # Wait until a node has the job so queueing and routing failures get a real status.
         await wait_unless_disconnected(request, job, job.placed)
@@ -170,7 +175,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     async def embeddings(request: Request, key: KeyRecord) -> Response:
         req = schemas.parse(await request.body(), schemas.EmbeddingRequest)
         body = schemas.to_body(req)
-        job, _ = await start_job(key, "embedding", req.model, body)
+        job, _ = await start_job(key, "embedding", req, body)
         assert job is not None
         await wait_unless_disconnected(request, job, job.finished)
         if job.status != "completed" or job.result is None:
@@ -214,8 +219,10 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         idem = request.headers.get("idempotency-key")
         if idem is not None and not 1 <= len(idem) <= 200:
             raise errors.bad_request("Idempotency-Key must be 1 to 200 characters.", param="Idempotency-Key")
-        job, existing = await start_job(key, kind, req.model, body, idem)
+        job, existing = await start_job(key, kind, req, body, idem)
         if existing is not None:
+            if (existing["kind"], existing["model"], existing["body"]) != (kind, req.model, body):
+                raise APIError(409, "This Idempotency-Key was already used with a different request; use a new key.", param="Idempotency-Key", code="idempotency_key_reused")
             return _json(job_view(existing), 200)
         assert job is not None
         return _json(job_view(await own_job(job.id, key)), 202, headers={"Location": f"/api/v1/jobs/{job.id}"})
