@@ -17,8 +17,7 @@ TIERS = (">=48gb", ">=24gb", ">=12gb", ">=8gb", "cpu")
 TIER_RANK = {t: len(TIERS) - i for i, t in enumerate(TIERS)}  # cpu=1 ... >=48gb=5
 
 # Expected tokens/s per tier, from the reference's throughput table (hardware-requirements):
-# the low bound is the prior for a node not yet measured, and reputation compares measured
-# speed with it. The book gives no figure for cpu; 2-20 is what small models do there.
+# reputation compares a node's measured speed with the low bound. The book gives no figure for cpu; 2-20 is what small models do there.
 TIER_TPS: dict[str, tuple[float, float]] = {
     ">=48gb": (50.0, 150.0),
     ">=24gb": (15.0, 80.0),
@@ -26,6 +25,9 @@ TIER_TPS: dict[str, tuple[float, float]] = {
     ">=8gb": (20.0, 50.0),
     "cpu": (2.0, 20.0),
 }
+# What the router assumes of a node it has not measured yet: the table's figures for a 7B
+# model, the one size it gives for most tiers (>=24gb interpolated between its neighbours).
+TIER_PRIOR_TPS = {">=48gb": 200.0, ">=24gb": 100.0, ">=12gb": 65.0, ">=8gb": 35.0, "cpu": 8.0}
 
 # Score weights (they sum to 1) and the half-saturation points of each term.
 W_FREE, W_SPEED, W_LATENCY, W_TIER, W_PRICE = 0.35, 0.20, 0.15, 0.20, 0.10
@@ -86,7 +88,7 @@ def score(n: NodeSnapshot) -> float:
     """Higher is better. Reputation scales the whole score; the rest is a weighted sum of
     terms in 0..1 (free capacity, speed, latency, tier, price)."""
     free = (n.capacity - n.active) / n.capacity if n.capacity > 0 else 0.0
-    tps = n.tokens_per_s or TIER_TPS.get(n.tier, (1.0, 1.0))[0]
+    tps = n.tokens_per_s or TIER_PRIOR_TPS.get(n.tier, 1.0)
     speed = tps / (tps + TPS_HALF)
     latency = LATENCY_HALF_MS / (LATENCY_HALF_MS + n.latency_ms) if n.latency_ms else 0.5
     tier = TIER_RANK.get(n.tier, 0) / len(TIERS)
