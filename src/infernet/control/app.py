@@ -118,9 +118,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     async def generate(request: Request, key: KeyRecord, kind: str) -> Response:
         req_type = schemas.ChatRequest if kind == "chat" else schemas.CompletionRequest
         req = schemas.parse(await request.body(), req_type)
-        body = schemas.to_body(req)
-        body.pop("stream", None)
-        body.pop("stream_options", None)
+        body = schemas.client_body(req)
         job, _ = await start_job(key, kind, req, body)
         assert job is not None
         # Wait until a node has the job so queueing and routing failures get a real status.

@@ -122,6 +122,15 @@ def to_body(req: msgspec.Struct) -> dict[str, Any]:
     return {k: v for k, v in msgspec.to_builtins(req).items() if v is not None and k != "infernet"}
 
 
+def client_body(req: msgspec.Struct) -> dict[str, Any]:
+    """What the node receives for a chat or completion request: streaming is the control
+    plane's business, not the engine's."""
+    body = to_body(req)
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    return body
+
+
 def route_of(req: Any) -> RouteRequest:
     """The router's view of a request: its model and its `infernet` constraints."""
     r: Routing | None = getattr(req, "infernet", None)

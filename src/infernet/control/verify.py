@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from infernet.control import schemas
+
 log = logging.getLogger("infernet.control")
 
 PROMPTS = (
@@ -91,8 +93,9 @@ class Verifier:
             self.answers[_key(model, "chat", self.canary_body(model, prompt))] = answer
 
     def canary_body(self, model: str, prompt: str) -> dict[str, Any]:
-        # The exact shape a client's validated chat request has on the wire.
-        return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": self.policy.max_tokens, "temperature": 0.0, "seed": self.policy.seed}
+        # Built by the same code as a client's request body, so the node cannot tell them apart.
+        req = schemas.ChatRequest(model=model, messages=[schemas.Message(role="user", content=prompt)], max_tokens=self.policy.max_tokens, temperature=0.0, seed=self.policy.seed)
+        return schemas.client_body(req)
 
     def canary_due(self) -> bool:
         """Called once per client job. Random, so nodes cannot predict canaries, and capped:
