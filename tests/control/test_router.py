@@ -69,10 +69,13 @@ def test_fleet_index_tracks_free_nodes_and_removals():
     assert len(fleet.free("m")) == 5
     fleet.remove("0")
     assert {n.node_id for n in fleet.free("m")} == {"1", "2", "3", "4"}
+    fleet.put(snap(4, ">=48gb"))  # a node's tier changes: it moves bags
+    assert [n.tier for n in fleet.free("m") if n.node_id == "4"] == [">=48gb"] and len(fleet.free("m")) == 4
     fleet.put(snap(3, models=("x",)))
     assert "3" not in {n.node_id for n in fleet.serving("m")} and len(fleet.free("x")) == 1
     assert choose(fleet, RouteRequest("nothing")) is None
-    assert not feasible(fleet, RouteRequest("m", min_tier=">=8gb"))
+    assert not feasible(fleet, RouteRequest("m", max_price=-1))
+    assert feasible(fleet, RouteRequest("m", min_tier=">=48gb"))
     assert feasible(fleet, RouteRequest("m"))
 
 
@@ -126,5 +129,6 @@ def test_choose_returns_an_eligible_node_whenever_one_exists(nodes, req, seed):
         assert pick is not None and eligible(pick, req)
     else:
         assert pick is None
-    if len(fleet.free(req.model)) <= 32 and pick is not None and req.preferred_node is None:
+    scanned = sum(len(b) for b in fleet.free_bags(req.model, req.min_tier)) <= 32
+    if scanned and pick is not None and req.preferred_node is None:
         assert score(pick) == score(best_of(current, req))

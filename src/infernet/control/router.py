@@ -37,7 +37,7 @@ PRICE_HALF = 1_000_000  # micro-USDC per million tokens at which the price term 
 
 SAMPLES = 4
 SCAN_BELOW = 32
-MAX_DRAWS = 4 * SAMPLES
+MAX_DRAWS = 16 * SAMPLES  # draws before giving up on sampling and scanning the free nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,8 @@ class Bag:
 
 
 class Fleet:
-    """The latest snapshot of every online node, indexed for routing.
+    """The latest snapshot of every online node, indexed for routing: per model, the nodes
+    with a free slot, in one bag per tier (so a minimum tier narrows the draw, not the odds).
 
     Updating one node costs O(models it serves); the router never walks busy nodes.
     """
@@ -138,19 +139,19 @@ class Fleet:
     def __init__(self, snapshots: Iterable[NodeSnapshot] = ()) -> None:
         self.nodes: dict[str, NodeSnapshot] = {}
         self._serving: dict[str, Bag] = {}
-        self._free: dict[str, Bag] = {}
+        self._free: dict[str, dict[str, Bag]] = {}  # model -> tier -> free nodes
         for s in snapshots:
             self.put(s)
 
     def put(self, snap: NodeSnapshot) -> None:
         old = self.nodes.get(snap.node_id)
-        if old is not None and old.models != snap.models:
+        if old is not None and (old.models != snap.models or old.tier != snap.tier):
             self.remove(snap.node_id)
         self.nodes[snap.node_id] = snap
         has_room = snap.active < snap.capacity
         for m in snap.models:
             self._serving.setdefault(m, Bag()).put(snap)
-            free = self._free.setdefault(m, Bag())
+            free = self._free.setdefault(m, {}).setdefault(snap.tier, Bag())
             if has_room:
                 free.put(snap)
             else:
@@ -162,13 +163,20 @@ class Fleet:
             return
         for m in old.models:
             self._serving[m].discard(node_id)
-            self._free[m].discard(node_id)
+            self._free[m][old.tier].discard(node_id)
 
     def serving(self, model: str) -> Bag:
         return self._serving.get(model) or Bag()
 
-    def free(self, model: str) -> Bag:
-        return self._free.get(model) or Bag()
+    def free_bags(self, model: str, min_tier: str | None = None) -> list[Bag]:
+        tiers = self._free.get(model)
+        if not tiers:
+            return []
+        floor = TIER_RANK[min_tier] if min_tier is not None else 0
+        return [b for t, b in tiers.items() if b.items and TIER_RANK.get(t, 0) >= floor]
+
+    def free(self, model: str) -> list[NodeSnapshot]:
+        return [n for b in self.free_bags(model) for n in b.items]
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -180,14 +188,20 @@ def choose(fleet: Fleet, req: RouteRequest, rng: random.Random | None = None) ->
         n = fleet.nodes.get(req.preferred_node)
         if n is not None and eligible(n, req):
             return n
-    items = fleet.free(req.model).items
-    if len(items) > SCAN_BELOW:
+    bags = fleet.free_bags(req.model, req.min_tier)
+    total = sum(len(b.items) for b in bags)
+    if total > SCAN_BELOW:
         rng = rng or random
         best: NodeSnapshot | None = None
         best_score = -1.0
         found = 0
         for _ in range(MAX_DRAWS):
-            n = items[int(rng.random() * len(items))]
+            k = int(rng.random() * total)
+            for b in bags:
+                if k < len(b.items):
+                    n = b.items[k]
+                    break
+                k -= len(b.items)
             if eligible(n, req):
                 s = score(n)
                 if s > best_score:
@@ -198,7 +212,7 @@ def choose(fleet: Fleet, req: RouteRequest, rng: random.Random | None = None) ->
         if best is not None:
             return best
         # Constraints rejected every draw: fall through and look at each free node.
-    return best_of(items, req)
+    return best_of((n for b in bags for n in b.items), req)
 
 
 def best_of(nodes: Iterable[NodeSnapshot], req: RouteRequest) -> NodeSnapshot | None:
