@@ -8,7 +8,6 @@ import os
 from collections import Counter
 from typing import Any
 
-import httpx
 import pytest
 
 from infernet.backends.fake import FakeBackend
@@ -20,6 +19,7 @@ from infernet.control.router import TIERS, RouteRequest
 from infernet.control.store import Store
 from infernet.control.verify import VerifyPolicy
 from infernet.node.daemon import Node
+from infernet.protocol import keys
 from infernet.protocol.messages import Done, Job
 from tests.harness import Network
 
@@ -109,8 +109,8 @@ async def test_waiting_jobs_are_served_round_robin_across_keys(tmp_path):
         engine = Recording(reply="a b c", delay_s=0.02, slots=1)
         await net.add_node(engine)
         async with net.client() as admin:
-            keys = [(await admin.post("/api/v1/keys", json={"name": n})).json()["key"] for n in ("alice", "bob")]
-        async with net.client(keys[0]) as alice, net.client(keys[1]) as bob:
+            api_keys = [(await admin.post("/api/v1/keys", json={"name": n})).json()["key"] for n in ("alice", "bob")]
+        async with net.client(api_keys[0]) as alice, net.client(api_keys[1]) as bob:
             for i in range(6):
                 assert (await alice.post("/api/v1/jobs", json=ask(f"A{i}"))).status_code == 202
             for i in range(2):
@@ -222,7 +222,7 @@ class Replaying(Node):
 async def test_a_replayed_done_frame_is_ignored(tmp_path):
     async with Network.start(tmp=tmp_path, settings=quiet()) as net:
         engine = FakeBackend(reply="a b c")
-        node = Replaying(net.url, __import__("infernet.protocol.keys", fromlist=["Identity"]).Identity.generate(), engine)
+        node = Replaying(net.url, keys.Identity.generate(), engine)
         stop = asyncio.Event()
         task = asyncio.create_task(node.run(stop))
         try:
@@ -374,10 +374,10 @@ async def test_idempotency_key_returns_the_same_job_even_under_concurrent_retrie
 
 
 async def test_a_node_faking_its_engine_is_caught_by_canaries_and_loses_its_share(tmp_path):
-    async with Network.start(tmp=tmp_path) as net:
-        trusted = await net.add_node(Recording(), name="trusted")
-        net.hub.settings.verify = VerifyPolicy(canary_rate=0.5, trusted_nodes=frozenset({trusted.node.identity.pubkey}))
-        net.hub.verifier.policy = net.hub.settings.verify
+    reference = keys.Identity.generate()
+    policy = VerifyPolicy(canary_rate=0.5, trusted_nodes=frozenset({reference.pubkey}))
+    async with Network.start(tmp=tmp_path, settings=quiet(verify=policy)) as net:
+        trusted = await net.add_node(Recording(), name="trusted", identity=reference)
         honest = await net.add_node(Recording(), name="honest")
         faker = await net.add_node(Recording(reply="Sure! Here is a confident answer I did not compute."), name="faker", tier=">=48gb")
         fid = faker.node.identity.pubkey
@@ -390,6 +390,7 @@ async def test_a_node_faking_its_engine_is_caught_by_canaries_and_loses_its_shar
                 if net.hub.verifier.caught.get(fid):
                     caught_after = i + 1
                     break
+            print("faker caught after", caught_after, "client jobs")
             assert caught_after is not None and caught_after <= 20, caught_after
             assert net.hub.reputation.of(fid).score(0) < 0.15
             assert net.hub.breaker(fid).state == "open"
@@ -414,9 +415,10 @@ async def test_a_node_faking_its_engine_is_caught_by_canaries_and_loses_its_shar
 
 
 async def test_a_sampled_client_job_is_duplicated_to_a_trusted_node_and_compared(tmp_path):
-    async with Network.start(tmp=tmp_path, settings=quiet()) as net:
-        trusted = await net.add_node(Recording(), name="trusted", tier="cpu")
-        net.hub.verifier.policy = VerifyPolicy(canary_rate=0, shadow_rate=1.0, trusted_nodes=frozenset({trusted.node.identity.pubkey}))
+    reference = keys.Identity.generate()
+    policy = VerifyPolicy(canary_rate=0, shadow_rate=1.0, trusted_nodes=frozenset({reference.pubkey}))
+    async with Network.start(tmp=tmp_path, settings=quiet(verify=policy)) as net:
+        trusted = await net.add_node(Recording(), name="trusted", tier="cpu", identity=reference)
         faker = await net.add_node(Recording(reply="made up"), name="faker", tier=">=48gb")
         async with net.client() as c:
             r = await c.post(CHAT, json=ask("deterministic please", temperature=0))

@@ -95,3 +95,10 @@ def test_canary_rate_is_random_but_capped():
     assert 80 <= len(fired) <= 250
     v0, _ = make(Fleet([]), canary_rate=0.0)
     assert not any(v0.canary_due() for _ in range(100))
+
+
+async def test_no_canary_when_nothing_could_judge_the_answer():
+    fleet = Fleet(["solo"])
+    v, verdicts = make(fleet)
+    await v.canary("m", ["solo"])
+    assert fleet.runs == [] and verdicts == {}

@@ -217,7 +217,12 @@ class Hub:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap_task)
+
+    def _reap_task(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
 
     def _pick(self, req: RouteRequest, only: str | None) -> NodeSnapshot | None:
         req = dataclasses.replace(req, now=time.monotonic())
@@ -291,7 +296,9 @@ class Hub:
                 if getter in done:
                     if getter.result()[0] == "cancel":
                         if waiter.fut.done() and waiter.fut.exception() is None:
-                            self._release(waiter.fut.result(), job)
+                            conn = waiter.fut.result()
+                            self.breaker(conn.id).on_abandon()
+                            self._release(conn, job)
                         return None
                     if waiter.fut not in done:
                         continue  # a stale frame from an earlier attempt
@@ -329,6 +336,7 @@ class Hub:
                 attempts += 1
                 if not await self.store.transition(job.id, ("queued",), "assigned", node_id=conn.id, attempts=attempts):
                     # Another claimer owns the job now; this replica steps aside.
+                    self.breaker(conn.id).on_abandon()
                     self._release(conn, job)
                     job.finish("failed", error={"message": "the job was claimed elsewhere", "code": "claimed_elsewhere"})
                     self.jobs.pop(job.id, None)

@@ -121,6 +121,8 @@ class Verifier:
         return self._rng.choice([c for c in untrusted if self.checked.get(c, 0) == least])
 
     async def canary(self, model: str, candidates: list[str]) -> None:
+        if len(candidates) < 2 and not self.answers:
+            return  # one node and nothing on record: its answer could not be judged
         node = self.target(candidates)
         if node is None:
             return
