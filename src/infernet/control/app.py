@@ -36,6 +36,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _FAIL_STATUS = {
     "model_not_found": 404,
     "over_capacity": 429,
+    "no_eligible_node": 503,
     "context_length_exceeded": 400,
     "invalid_request": 400,
 }
@@ -99,30 +100,32 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
 
     # -- inference ------------------------------------------------------------------------
 
-    async def start_job(key: KeyRecord, kind: str, model: str, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
+    async def start_job(key: KeyRecord, kind: str, req: Any, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
+        model = req.model
+        route = schemas.route_of(req)
         hub.check_servable(model)
         served_kind = hub.models()[model]
         if (kind == "embedding") != (served_kind == "embedding"):
             raise errors.bad_request(f"`{model}` is a{'n embedding' if served_kind == 'embedding' else ' chat'} model; use the matching endpoint.", param="model", code="model_not_supported")
-        return await hub.submit(key.id, kind, model, body, idem)
+        return await hub.submit(key.id, kind, model, body, idem, route)
 
     def fail_error(job: LiveJob) -> APIError:
         err = job.error or {}
         code = err.get("code", "node_failed")
         status = _FAIL_STATUS.get(code, 502)
-        headers = {"Retry-After": "1"} if status == 429 else None
+        headers = {"Retry-After": str(err.get("retry_after", 1))} if status == 429 else None
         kind = "invalid_request_error" if status < 500 else "server_error"
         if status == 429:
             kind = "rate_limit_error"
+        elif status == 503:
+            kind = "service_unavailable"
         return APIError(status, err.get("message", "the job failed"), type=kind, code=code, headers=headers)
 
     async def generate(request: Request, key: KeyRecord, kind: str) -> Response:
         req_type = schemas.ChatRequest if kind == "chat" else schemas.CompletionRequest
         req = schemas.parse(await request.body(), req_type)
-        body = schemas.to_body(req)
-        body.pop("stream", None)
-        body.pop("stream_options", None)
-        job, _ = await start_job(key, kind, req.model, body)
+        body = schemas.client_body(req)
+        job, _ = await start_job(key, kind, req, body)
         assert job is not None
         # Wait until a node has the job so queueing and routing failures get a real status.
         await wait_unless_disconnected(request, job, job.placed)
@@ -176,7 +179,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     async def embeddings(request: Request, key: KeyRecord) -> Response:
         req = schemas.parse(await request.body(), schemas.EmbeddingRequest)
         body = schemas.to_body(req)
-        job, _ = await start_job(key, "embedding", req.model, body)
+        job, _ = await start_job(key, "embedding", req, body)
         assert job is not None
         await wait_unless_disconnected(request, job, job.finished)
         if job.status != "completed" or job.result is None:
@@ -221,8 +224,10 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         idem = request.headers.get("idempotency-key")
         if idem is not None and not 1 <= len(idem) <= 200:
             raise errors.bad_request("Idempotency-Key must be 1 to 200 characters.", param="Idempotency-Key")
-        job, existing = await start_job(key, kind, req.model, body, idem)
+        job, existing = await start_job(key, kind, req, body, idem)
         if existing is not None:
+            if (existing["kind"], existing["model"], existing["body"]) != (kind, req.model, body):
+                raise APIError(409, "This Idempotency-Key was already used with a different request; use a new key.", param="Idempotency-Key", code="idempotency_key_reused")
             return _json(job_view(existing), 200)
         assert job is not None
         return _json(job_view(await own_job(job.id, key)), 202, headers={"Location": f"/api/v1/jobs/{job.id}"})
@@ -231,7 +236,8 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         return _json(job_view(await own_job(request.path_params["job_id"], key)))
 
     async def list_jobs(request: Request, key: KeyRecord) -> Response:
-        rows = await store.list_jobs(None if key.is_admin and request.query_params.get("all") else key.id)
+        await store.journal.flush()  # a list is read from the database: let it catch up first
+        rows = [hub.jobs[r["id"]].row() if r["id"] in hub.jobs else r for r in await store.list_jobs(None if key.is_admin and request.query_params.get("all") else key.id)]
         return _json({"object": "list", "data": [job_view(r) for r in rows]})
 
     async def cancel_job(request: Request, key: KeyRecord) -> Response:

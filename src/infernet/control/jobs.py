@@ -24,6 +24,10 @@ class LiveJob:
         self.events: list[Event] = []
         self.text: list[str] = []
         self.delivered = False  # a token reached the event log: no more silent retries
+        self.sealed = False  # the job is ending: no more text
+        self.purpose = "client"  # "client", or "canary"/"shadow" for the control plane's own checks
+        self.sent_at = 0.0  # monotonic: the job frame went to the node
+        self.first_at = 0.0  # monotonic: the first token arrived
         self.result: dict[str, Any] | None = None
         self.usage: dict[str, int] | None = None
         self.finish_reason: str | None = None
@@ -44,22 +48,40 @@ class LiveJob:
                 fut.set_result(None)
 
     def push_text(self, text: str) -> None:
-        if text and not self.finished.is_set():
-            self.delivered = True
+        if text and not self.sealed:
+            if not self.delivered:
+                self.delivered = True
+                self.first_at = time.monotonic()
             self.text.append(text)
             self._append("token", {"text": text})
 
-    def finish(self, status: str, *, error: dict[str, Any] | None = None) -> None:
-        if self.finished.is_set():
-            return
+    def seal(self, status: str, *, error: dict[str, Any] | None = None) -> list[Event]:
+        """Stop taking text and return the whole event log with the final event, which is not
+        published yet: the caller persists it first, so that a follower who sees the end can
+        already read the final state back."""
+        if self.sealed:
+            return list(self.events) if self.finished.is_set() else [*self.events, (len(self.events) + 1, *self._last)]
+        self.sealed = True
         self.status = status
         if status == "completed":
-            self._append("done", {"finish_reason": self.finish_reason, "usage": self.usage, "result": self.result})
+            last = ("done", {"finish_reason": self.finish_reason, "usage": self.usage, "result": self.result})
         else:
             self.error = error or {"message": f"job {status}", "code": status}
-            self._append("error", {**self.error, "status": status, "usage": self.usage})
+            last = ("error", {**self.error, "status": status, "usage": self.usage})
+        self._last = last
+        return [*self.events, (len(self.events) + 1, *last)]
+
+    def publish(self) -> None:
+        """Publish the final event from `seal` and wake everyone waiting on the job."""
+        if self.finished.is_set():
+            return
+        self._append(*self._last)
         self.finished.set()
         self.placed.set()
+
+    def finish(self, status: str, *, error: dict[str, Any] | None = None) -> None:
+        self.seal(status, error=error)
+        self.publish()
 
     async def follow(self, after: int = 0) -> AsyncIterator[Event]:
         """Every event after `after`, then new ones as they come, until the job ends."""

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from infernet.control.errors import APIError, bad_request
+from infernet.control.router import RouteRequest
+from infernet.protocol import keys
 
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
@@ -33,8 +35,21 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
 
+Tier = Literal[">=48gb", ">=24gb", ">=12gb", ">=8gb", "cpu"]
+
+
+class Routing(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The `infernet` extension object: how the job may be routed (docs/routing.md)."""
+
+    max_price: Annotated[int, msgspec.Meta(ge=0)] | None = None  # micro-USDC per million output tokens
+    min_tier: Tier | None = None
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None  # preferred node: hex pubkey or npub
+    max_latency_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
 class _Sampling(msgspec.Struct, kw_only=True):
     model: Annotated[str, msgspec.Meta(min_length=1)]
+    infernet: Routing | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: PosInt | None = None
@@ -62,6 +77,7 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: PosInt | None = None
     user: str | None = None
+    infernet: Routing | None = None
 
 
 class JobRequest(msgspec.Struct, kw_only=True):
@@ -75,6 +91,7 @@ class JobRequest(msgspec.Struct, kw_only=True):
     top_p: TopP | None = None
     stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
     seed: int | None = None
+    infernet: Routing | None = None
 
 
 def _param_of(err: msgspec.ValidationError) -> str | None:
@@ -82,8 +99,10 @@ def _param_of(err: msgspec.ValidationError) -> str | None:
     at = text.rfind("at `$.")
     if at < 0:
         return None
-    path = text[at + 6 :].rstrip("`")
-    return path.split("[")[0].split(".")[0] or None
+    parts = text[at + 6 :].rstrip("`").split("[")[0].split(".")
+    if parts[0] == "infernet" and len(parts) > 1:  # name the field inside the extension object
+        return ".".join(parts[:2])
+    return parts[0] or None
 
 
 def parse(raw: bytes, kind: type[msgspec.Struct]) -> Any:
@@ -98,8 +117,34 @@ def parse(raw: bytes, kind: type[msgspec.Struct]) -> Any:
 
 
 def to_body(req: msgspec.Struct) -> dict[str, Any]:
-    """The validated request as a plain dict for the node, dropping unset fields."""
-    return {k: v for k, v in msgspec.to_builtins(req).items() if v is not None}
+    """The validated request as a plain dict for the node, dropping unset fields and the
+    `infernet` routing object (the node never sees how it was chosen)."""
+    return {k: v for k, v in msgspec.to_builtins(req).items() if v is not None and k != "infernet"}
+
+
+def client_body(req: msgspec.Struct) -> dict[str, Any]:
+    """What the node receives for a chat or completion request: streaming is the control
+    plane's business, not the engine's."""
+    body = to_body(req)
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    return body
+
+
+def route_of(req: Any) -> RouteRequest:
+    """The router's view of a request: its model and its `infernet` constraints."""
+    r: Routing | None = getattr(req, "infernet", None)
+    if r is None:
+        return RouteRequest(req.model)
+    node = r.node
+    if node is not None:
+        try:
+            node = keys.pubkey_from_npub(node) if node.startswith("npub1") else node.lower()
+        except Exception:
+            raise bad_request("`infernet.node` must be a node id: a hex public key or an npub.", param="infernet.node") from None
+        if len(node) != 64 or any(c not in "0123456789abcdef" for c in node):
+            raise bad_request("`infernet.node` must be a node id: a hex public key or an npub.", param="infernet.node")
+    return RouteRequest(req.model, max_price=r.max_price, min_tier=r.min_tier, preferred_node=node, max_latency_ms=r.max_latency_ms)
 
 
 def max_tokens_of(body: dict[str, Any]) -> int | None:

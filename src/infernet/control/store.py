@@ -283,11 +283,12 @@ class Store:
         now = time.time()
         return self.journal.submit(_Op("insert", row["id"], (), {"attempts": 0, "created_at": now, "updated_at": now, **row}))
 
-    def queue_transition(self, job_id: str, allowed: tuple[str, ...], status: str, **fields: Any) -> asyncio.Future[bool]:
+    def queue_transition(self, job_id: str, allowed: tuple[str, ...], status: str, *, urgent: bool = False, **fields: Any) -> asyncio.Future[bool]:
+        """`urgent`: someone awaits the answer on the request path; commit without the window."""
         now = time.time()
         if status in TERMINAL:
             fields.setdefault("finished_at", now)
-        return self.journal.submit(_Op("update", job_id, allowed, {"status": status, "updated_at": now, **fields}))
+        return self.journal.submit(_Op("update", job_id, allowed, {"status": status, "updated_at": now, **fields}), urgent=urgent)
 
     def queue_finish(self, job_id: str, allowed: tuple[str, ...], status: str, events: list[tuple[int, str, dict]], **fields: Any) -> asyncio.Future[bool]:
         now = time.time()
@@ -366,7 +367,7 @@ class Journal:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def submit(self, op: _Op) -> asyncio.Future[bool]:
+    def submit(self, op: _Op, *, urgent: bool = False) -> asyncio.Future[bool]:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         pending_insert = self._inserts.get(op.job_id) if op.kind == "update" else None
         if pending_insert is not None:
@@ -386,7 +387,7 @@ class Journal:
         self._has_work.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        if len(self._pending) >= self._max_batch:
+        if urgent or len(self._pending) >= self._max_batch:
             self._flush_now.set()
         return fut
 
@@ -436,6 +437,13 @@ class Journal:
             if events:
                 await conn.execute(job_events.insert(), events)
         return results
+
+    async def flush(self) -> None:
+        """Commit everything queued so far, now (not whatever arrives meanwhile)."""
+        futures = [f for op in self._pending for f, _ in op.futures or ()]
+        if futures:
+            self._flush_now.set()
+            await asyncio.gather(*futures, return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait until everything queued so far is committed."""

@@ -80,6 +80,17 @@ class Node:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._capacity = 1
         self._tps = 0.0
+        self._held = False
+
+    # -- test hook ------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Go silent but stay connected: no heartbeats, no frames (a hung node). Tests use it."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+        self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -176,7 +187,7 @@ class Node:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._outbox:
+            while self._outbox and not self._held:
                 frame = self._outbox.popleft()
                 await ws.send(self._signer.seal(encode(frame)))
 
@@ -188,6 +199,8 @@ class Node:
             await asyncio.sleep(interval)
             models, capacity = await self._advertised()
             self._capacity = capacity
+            if self._held:
+                continue
             self._send(Heartbeat(
                 active=len(self._jobs),
                 models=models if models != last_models else None,
@@ -275,8 +288,12 @@ class Node:
         except BackendError as exc:
             self.status.jobs_failed += 1
             self.status.last_error = exc.message
+            if usage is None and sent_any:
+                usage = Usage(0, chunks)  # metered for what was delivered, as on cancel
             self._send(Fail(job_id=job.job_id, message=exc.message, code=exc.code, retryable=exc.retryable and not sent_any, usage=usage))
         except Exception as exc:  # an engine bug fails this job, never the node
             log.exception("job %s failed", job.job_id)
             self.status.jobs_failed += 1
+            if usage is None and sent_any:
+                usage = Usage(0, chunks)
             self._send(Fail(job_id=job.job_id, message=f"node error: {type(exc).__name__}: {exc}", retryable=not sent_any, usage=usage))
