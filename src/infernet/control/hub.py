@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from infernet.control.billing import Billing
 from infernet.control.jobs import LiveJob
 from infernet.control.router import NodeSnapshot, RouteRequest, choose
 from infernet.control.store import Store
@@ -88,6 +89,7 @@ class NodeConn:
 class Hub:
     store: Store
     settings: Settings = field(default_factory=Settings)
+    billing: Billing | None = None  # None: jobs run unmetered
 
     def __post_init__(self) -> None:
         self.nodes: dict[str, NodeConn] = {}
@@ -121,10 +123,19 @@ class Hub:
     async def submit(self, key_id: str, kind: str, model: str, body: dict[str, Any], idempotency_key: str | None = None) -> tuple[LiveJob | None, dict[str, Any] | None]:
         """Create and start a job. With a reused idempotency key, returns (None, existing row)."""
         job_id = ("chatcmpl-" if kind == "chat" else "job-") + secrets.token_hex(12)
-        existing = await self.store.create_job(
-            id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key
-        )
+        if self.billing is not None:  # the worst-case price is held before anything starts
+            body = await self.billing.admit(job_id, key_id, kind, model, body, (c.hello for c in self.nodes.values()))
+        try:
+            existing = await self.store.create_job(
+                id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key
+            )
+        except BaseException:
+            if self.billing is not None:
+                await self.billing.release(job_id)
+            raise
         if existing is not None:
+            if self.billing is not None:
+                await self.billing.release(job_id)
             live = self.jobs.get(existing["id"])
             return live, existing
         job = LiveJob(job_id, key_id, kind, model, body)
@@ -183,8 +194,8 @@ class Hub:
                 job.status, job.node_id = "assigned", conn.id
                 conn.active[job.id] = job
                 job.placed.set()
-                receipt = None
-                await conn.send(Job(job_id=job.id, kind=job.kind, body=job.body, receipt=receipt))
+                job.terms = await self.billing.terms(job, conn.hello) if self.billing is not None else None
+                await conn.send(Job(job_id=job.id, kind=job.kind, body=job.body, receipt=job.terms))
                 outcome = await self._attend(job, conn)
                 self._release(conn, job)
                 if outcome is None:
@@ -235,6 +246,7 @@ class Hub:
                 job.usage = {"prompt_tokens": done.usage.prompt_tokens, "completion_tokens": done.usage.completion_tokens, "total_tokens": done.usage.total_tokens}
                 job.finish_reason = done.finish_reason
                 job.result = done.result
+                job.signed = (done.receipt, done.signature) if done.receipt is not None and done.signature else None
                 if cancel_deadline is not None or done.finish_reason == "cancelled":
                     await self._end(job, "cancelled", ("assigned", "running"), error={"message": "cancelled", "code": "cancelled"})
                 else:
@@ -281,7 +293,12 @@ class Hub:
             result=job.result,
             error=(job.error or {}).get("message") if status != "completed" else None,
         )
-        self.jobs.pop(job.id, None)
+        try:
+            if self.billing is not None:
+                await self.billing.settle(job, status)
+        finally:
+            self.jobs.pop(job.id, None)
+            job.ended.set()
 
     # -- node connections -----------------------------------------------------------------
 
@@ -394,6 +411,11 @@ class Hub:
                 row["id"], ("queued", "assigned", "running"), "failed", [(1, "error", {"message": "the control plane restarted while this job ran", "code": "restarted", "status": "failed"})],
                 error="the control plane restarted while this job ran",
             )
+        if self.billing is not None:  # holds of jobs that ended without settling go back
+            for job_id in await self.billing.ledger.open_holds(older_than=time.time() - 5):
+                row = await self.store.get_job(job_id)
+                if row is None or row["status"] in ("completed", "failed", "cancelled"):
+                    await self.billing.release(job_id)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
