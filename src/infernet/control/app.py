@@ -282,9 +282,11 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
 
     async def list_nodes(request: Request, key: KeyRecord) -> Response:
         online = hub.nodes
+        table = await cp.billing.table()
         data = []
         for row in await store.list_nodes():
             conn = online.get(row["id"])
+            rates = pricing.node_rates(table, row["tier"], conn.hello.price if conn else None)
             data.append(
                 {
                     "id": row["id"],
@@ -297,6 +299,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
                     "status": "online" if conn else "offline",
                     "hardware": row["hardware"],
                     "last_seen": row["last_seen"],
+                    "price": {"input": rates.input, "output": rates.output, "unit": "micro-USDC per million tokens"},
                 }
             )
         return _json({"object": "list", "data": data})

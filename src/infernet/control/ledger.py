@@ -255,6 +255,11 @@ class Ledger:
         """Every way the books fail to balance; empty when they do."""
         problems: list[str] = []
         async with self.engine.connect() as conn:
+            # One snapshot for every query below, or a job settling meanwhile looks like a hole.
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            else:  # pysqlite opens its transaction before the first write; WAL then pins the snapshot
+                await conn.execute(sa.text("DELETE FROM settings WHERE 1 = 0"))
 
             async def scalar(q: Any) -> int:
                 return int((await conn.execute(q)).scalar() or 0)
