@@ -86,7 +86,7 @@ class Network:
         if db_url is None:
             assert tmp is not None, "pass a db_url or a tmp path"
             db_url = f"sqlite:///{tmp / 'control.db'}"
-        cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5))
+        cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5), data_dir=tmp)
         port = free_port()
         server = _Server(uvicorn.Config(create_app(cp, admin_key=ADMIN_KEY), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1))
         serving = asyncio.create_task(server.serve())
