@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -162,7 +163,8 @@ def payments(control_plane: ControlOpt = None, limit: Annotated[int, typer.Optio
         table = Table("job", "model", "tokens in/out", "value USDC", "completed", "payout")
         for d in p["data"]:
             r = d["receipt"]
-            table.add_row(r["job_id"], r["model"], f"{r['input_tokens']}/{r['output_tokens']}", receipts.usdc(r["value"]), str(r["completed_at"]), d.get("payout_id") or "")
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["completed_at"]))
+            table.add_row(r["job_id"], r["model"], f"{r['input_tokens']}/{r['output_tokens']}", receipts.usdc(r["value"]), when, d.get("payout_id") or "")
         console.print(table)
 
 
