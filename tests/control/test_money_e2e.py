@@ -9,7 +9,7 @@ import random
 from infernet.backends.fake import FakeBackend
 from infernet.client import Client
 from infernet.protocol import receipts
-from tests.control.money import TEST_TABLE, funded_key, set_table
+from tests.control.money import funded_key, set_table
 from tests.harness import Network
 
 
