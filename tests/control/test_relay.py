@@ -227,3 +227,11 @@ async def test_over_capacity_queues_then_429(tmp_path):
             assert r.status_code == 429
             assert r.headers["retry-after"]
             assert (await slow).status_code == 200
+
+
+async def test_dashboard_page_is_served_without_a_key(tmp_path):
+    async with Network.start(tmp=tmp_path) as net:
+        async with httpx.AsyncClient(base_url=net.url) as c:
+            r = await c.get("/dashboard")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert "/api/v1/nodes" in r.text and "Authorization" in r.text

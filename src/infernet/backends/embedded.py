@@ -208,6 +208,9 @@ class EmbeddedBackend:
         scanner = _StopScanner(stops)
         generated: list[int] = []
         finish = "length"
+        # llama-cpp-python's exact-prompt cache hit samples from stale logits, so a repeated
+        # request with the same seed would not repeat; always evaluate the prompt afresh.
+        llm.reset()
         import llama_cpp
 
         vocab = llm._model.vocab

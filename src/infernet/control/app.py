@@ -15,7 +15,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -31,6 +31,7 @@ from infernet.protocol import auth, receipts
 
 log = logging.getLogger("infernet.control")
 
+_DASHBOARD = Path(__file__).resolve().parent.parent / "web" / "dashboard.html"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # A failed job's error code -> the HTTP status a client sees before streaming starts.
@@ -92,6 +93,10 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         return handler
 
     # -- meta -----------------------------------------------------------------------------
+
+    async def dashboard(request: Request) -> Response:
+        # Static page; it calls the same API with the key the operator pastes in.
+        return HTMLResponse(_DASHBOARD.read_text())
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok", "version": __version__, "nodes": len(hub.nodes)})
@@ -211,7 +216,8 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         }
 
     async def own_job(job_id: str, key: KeyRecord) -> dict[str, Any]:
-        row = await store.get_job(job_id)
+        live = hub.jobs.get(job_id)
+        row = live.row() if live is not None else await store.get_job(job_id)
         # Another key's job is reported as missing, not forbidden: ids leak nothing.
         if row is None or (row["key_id"] != key.id and not key.is_admin):
             raise errors.not_found(f"No job `{job_id}`.", code="job_not_found")
@@ -334,6 +340,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
             _micro(fields["spend_limit"], "spend_limit") if "spend_limit" in sent else current.spend_limit,
         )
         await store.set_key_limits(key_id, limits)
+        cp.billing.forget_key(key_id)  # other replicas see it within 2 s
         return _json({"id": key_id, **_limits_view(limits)})
 
     async def credit_key(request: Request, key: KeyRecord) -> Response:
@@ -463,6 +470,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
 
     routes = [
         Route("/healthz", healthz),
+        Route("/dashboard", dashboard),
         Route("/v1/models", endpoint(list_models)),
         Route("/v1/chat/completions", endpoint(chat_completions), methods=["POST"]),
         Route("/v1/completions", endpoint(completions), methods=["POST"]),

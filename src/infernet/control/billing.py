@@ -18,8 +18,8 @@ from typing import Any
 
 from infernet.control import errors, pricing
 from infernet.control.jobs import LiveJob
-from infernet.control.ledger import InsufficientFunds, Ledger, LedgerError, SignedReceipt, SpendLimitReached
-from infernet.control.store import Store
+from infernet.control.ledger import InsufficientFunds, Ledger, SignedReceipt, SpendLimitReached
+from infernet.control.store import KeyLimits, Store
 from infernet.protocol import keys, receipts
 from infernet.protocol.messages import Hello
 
@@ -46,6 +46,7 @@ class Billing:
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store)
         self._table: tuple[float, pricing.PriceTable] | None = None
+        self._keys: dict[str, tuple[float, bool, KeyLimits]] = {}
 
     # -- the operator's price table (shared by replicas through the store) ----------------
 
@@ -75,8 +76,7 @@ class Billing:
         Raises the client-facing 429 or 402. When neither max_tokens nor the model's context
         is known, the hold's output cap is written into the body so the engine honours it.
         """
-        key = await self.store.get_key(key_id)
-        limits = await self.store.key_limits(key_id)
+        is_admin, limits = await self._key(key_id)
         if limits.rate_limit is not None:
             wait = await self.store.hit_rate(key_id, limits.rate_limit)
             if wait is not None:
@@ -90,13 +90,18 @@ class Billing:
             body = {**body, "max_tokens": out_cap}
         rates = [pricing.node_rates(table, h.tier, h.price) for h in serving]
         amount = pricing.worst_case(pricing.prompt_token_bound(kind, body), out_cap, rates)
+
+        def hold(conn: Any) -> Any:
+            return self.ledger.hold_in(conn, job_id, key_id, amount, overdraft=is_admin, min_balance=table.min_balance, spend_limit=limits.spend_limit)
+
+        # Holds, settlements and releases ride the store's journal, batched and in order with
+        # the jobs' own writes. The hold is awaited even for an admin key (never refused):
+        # the job must not start before the money it may cost is committed to escrow.
+        queued = self.store.journal.submit(hold)
         try:
-            await self.ledger.hold(
-                job_id, key_id, amount,
-                overdraft=key is not None and key.is_admin,
-                min_balance=table.min_balance,
-                spend_limit=limits.spend_limit,
-            )
+            refused = await queued
+            if refused is not None:
+                raise refused
         except InsufficientFunds as exc:
             need = receipts.usdc(exc.needed)
             raise errors.payment_required(
@@ -125,17 +130,38 @@ class Billing:
         """Charge what was served (completed, or a cancelled stream's delivered part) against a
         node-signed receipt; anything else, or a receipt that does not check out, releases all."""
         receipt = self._countersign(job) if status in ("completed", "cancelled") else None
-        if receipt is not None:
-            try:
-                if await self.ledger.settle(job.id, receipt):
-                    return receipt
-            except LedgerError as exc:
-                log.warning("job %s: %s; releasing its hold", job.id, exc)
-        await self.ledger.release(job.id)
-        return None
+
+        async def settle(conn: Any) -> bool:
+            if receipt is not None:
+                outcome = await self.ledger.settle_in(conn, job.id, receipt)
+                if outcome == "settled":
+                    return True
+                if outcome == "over hold":
+                    log.warning("job %s costs %d, more than was held; releasing its hold", job.id, receipt.body["price"])
+            await self.ledger.release_in(conn, job.id)
+            return False
+
+        return receipt if await self.store.journal.submit(settle) else None
 
     async def release(self, job_id: str) -> None:
-        await self.ledger.release(job_id)
+        await self.store.journal.submit(lambda conn: self.ledger.release_in(conn, job_id))
+
+    def forget_key(self, key_id: str) -> None:
+        self._keys.pop(key_id, None)
+
+    async def _key(self, key_id: str) -> tuple[bool, KeyLimits]:
+        """(is admin, limits), cached 2 s like API keys themselves."""
+        now = time.monotonic()
+        hit = self._keys.get(key_id)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        key = await self.store.get_key(key_id)
+        limits = await self.store.key_limits(key_id)
+        is_admin = key is not None and key.is_admin
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[key_id] = (now + 2.0, is_admin, limits)
+        return is_admin, limits
 
     def _countersign(self, job: LiveJob) -> SignedReceipt | None:
         terms, signed, usage = job.terms, job.signed, job.usage

@@ -125,19 +125,21 @@ class Hub:
         job_id = ("chatcmpl-" if kind == "chat" else "job-") + secrets.token_hex(12)
         if self.billing is not None:  # the worst-case price is held before anything starts
             body = await self.billing.admit(job_id, key_id, kind, model, body, (c.hello for c in self.nodes.values()))
-        try:
-            existing = await self.store.create_job(
-                id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key
-            )
-        except BaseException:
-            if self.billing is not None:
-                await self.billing.release(job_id)
-            raise
-        if existing is not None:
-            if self.billing is not None:
-                await self.billing.release(job_id)
-            live = self.jobs.get(existing["id"])
-            return live, existing
+        row = dict(id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key)
+        if idempotency_key:
+            # The unique (key, idempotency key) index decides which POST made the job.
+            try:
+                existing = await self.store.create_job(**row)
+            except BaseException:
+                if self.billing is not None:
+                    await self.billing.release(job_id)
+                raise
+            if existing is not None:
+                if self.billing is not None:
+                    await self.billing.release(job_id)
+                return self.jobs.get(existing["id"]), existing
+        else:
+            self.store.queue_insert_job(**row)
         job = LiveJob(job_id, key_id, kind, model, body)
         self.jobs[job_id] = job
         self._spawn(self._drive(job))
@@ -154,7 +156,11 @@ class Hub:
                 raise NoNode("no online node serves this model")
             pick = choose(self.snapshots(), RouteRequest(job.model, frozenset(exclude)))
             if pick is not None:
-                return self.nodes[pick.node_id]
+                conn = self.nodes[pick.node_id]
+                # Take the slot before any await, or two jobs routed in the same instant
+                # could both land on the node's last free slot.
+                conn.active[job.id] = job
+                return conn
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
@@ -189,10 +195,10 @@ class Hub:
                     await self._end(job, "cancelled", ("queued",), error={"message": "cancelled before it started", "code": "cancelled"})
                     return
                 attempts += 1
-                if not await self.store.transition(job.id, ("queued",), "assigned", node_id=conn.id, attempts=attempts):
-                    return  # someone else owns it now
-                job.status, job.node_id = "assigned", conn.id
-                conn.active[job.id] = job
+                # This task is the job's only owner, so the claim is decided here; the
+                # conditional UPDATE behind it keeps the row from ever moving backwards.
+                self.store.queue_transition(job.id, ("queued",), "assigned", node_id=conn.id, attempts=attempts)
+                job.status, job.node_id, job.attempts = "assigned", conn.id, attempts
                 job.placed.set()
                 job.terms = await self.billing.terms(job, conn.hello) if self.billing is not None else None
                 await conn.send(Job(job_id=job.id, kind=job.kind, body=job.body, receipt=job.terms))
@@ -200,13 +206,15 @@ class Hub:
                 self._release(conn, job)
                 if outcome is None:
                     return
-                # A retryable failure before the first token: try another node, invisibly.
-                last_error = outcome
-                tried.add(conn.id)
+                # A retryable failure before the first token: try again, invisibly; a node
+                # that was merely full stays eligible, one that failed does not.
+                last_error, busy = outcome
+                if not busy:
+                    tried.add(conn.id)
                 if attempts >= s.max_attempts or time.monotonic() >= deadline:
                     await self._end(job, "failed", ("assigned", "running"), error={"message": f"failed after {attempts} attempts: {last_error}", "code": "node_failed"})
                     return
-                await self.store.transition(job.id, ("assigned", "running"), "queued", node_id=None)
+                self.store.queue_transition(job.id, ("assigned", "running"), "queued", node_id=None)
                 job.status, job.node_id = "queued", None
         except Exception as exc:  # never leave a job hanging on a bug
             log.exception("job %s crashed", job.id)
@@ -228,8 +236,8 @@ class Hub:
                 waiter.cancel()
             return acquire.result()
 
-    async def _attend(self, job: LiveJob, conn: NodeConn) -> str | None:
-        """Follow one attempt. Returns an error text when the job should go to another node."""
+    async def _attend(self, job: LiveJob, conn: NodeConn) -> tuple[str, bool] | None:
+        """Follow one attempt. Returns (error, node was only busy) when the job should be retried."""
         cancel_deadline: float | None = None
         while True:
             timeout = None if cancel_deadline is None else max(0.0, cancel_deadline - time.monotonic())
@@ -240,7 +248,7 @@ class Hub:
                 return None
             if kind == "accept":
                 job.status = "running"
-                await self.store.transition(job.id, ("assigned",), "running")
+                self.store.queue_transition(job.id, ("assigned",), "running")
             elif kind == "done":
                 done: Done = value
                 job.usage = {"prompt_tokens": done.usage.prompt_tokens, "completion_tokens": done.usage.completion_tokens, "total_tokens": done.usage.total_tokens}
@@ -260,7 +268,7 @@ class Hub:
                     await self._end(job, "cancelled", ("assigned", "running"), error={"message": "cancelled", "code": "cancelled"})
                     return None
                 if fail.retryable and not job.delivered:
-                    return fail.message
+                    return fail.message, fail.code == "over_capacity"
                 await self._end(job, "failed", ("assigned", "running"), error={"message": fail.message, "code": fail.code})
                 return None
             elif kind == "lost":
@@ -268,7 +276,7 @@ class Hub:
                     await self._end(job, "cancelled", ("assigned", "running"), error={"message": "cancelled", "code": "cancelled"})
                     return None
                 if not job.delivered:
-                    return str(value)
+                    return str(value), False
                 await self._end(job, "failed", ("assigned", "running"), error={"message": f"the node serving this job went away mid-stream ({value})", "code": "node_lost"})
                 return None
             elif kind == "cancel" and cancel_deadline is None:
@@ -281,7 +289,7 @@ class Hub:
         else:
             job.finish(status, error=error)
         usage = job.usage or {}
-        await self.store.finish_job(
+        finished = self.store.queue_finish(
             job.id,
             allowed,
             status,
@@ -294,8 +302,9 @@ class Hub:
             error=(job.error or {}).get("message") if status != "completed" else None,
         )
         try:
-            if self.billing is not None:
+            if self.billing is not None:  # queued right behind the finish: one commit for both
                 await self.billing.settle(job, status)
+            await finished
         finally:
             self.jobs.pop(job.id, None)
             job.ended.set()

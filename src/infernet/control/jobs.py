@@ -20,6 +20,7 @@ class LiveJob:
         self.created = time.time()
         self.status = "queued"
         self.node_id: str | None = None
+        self.attempts = 0
         self.events: list[Event] = []
         self.text: list[str] = []
         self.delivered = False  # a token reached the event log: no more silent retries
@@ -75,6 +76,17 @@ class LiveJob:
             if self._changed is None:
                 self._changed = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._changed)
+
+    def row(self) -> dict[str, Any]:
+        """The job as its database row will read once the journal has caught up."""
+        usage = self.usage or {}
+        return {
+            "id": self.id, "key_id": self.key_id, "kind": self.kind, "model": self.model, "status": self.status,
+            "node_id": self.node_id, "created_at": self.created, "finished_at": None, "attempts": self.attempts,
+            "output": self.output, "finish_reason": self.finish_reason, "result": self.result,
+            "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+            "error": (self.error or {}).get("message"),
+        }
 
     @property
     def output(self) -> str:

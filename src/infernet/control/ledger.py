@@ -106,69 +106,89 @@ class Ledger:
 
     async def hold(self, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> None:
         """Move a job's worst-case price from the client's balance into escrow, or raise."""
-        if amount < 0:
-            raise ValueError("a hold is not negative")
-        now = time.time() if now is None else now
-        acct = client_account(key_id)
         async with self.engine.begin() as conn:
-            await conn.execute(upsert(conn, balances, ["account"], {"account": acct, "balance": 0}, None))
-            cond = balances.c.account == acct
-            if not overdraft:
-                cond = sa.and_(cond, balances.c.balance >= max(amount, min_balance))
-            # Also takes the row lock: the spend check below sees every earlier hold of this key.
-            res = await conn.execute(balances.update().where(cond).values(balance=balances.c.balance))
-            if res.rowcount != 1:
-                raise InsufficientFunds(await self._balance(conn, acct), max(amount, min_balance))
-            if spend_limit is not None:
-                spent = await self._spent(conn, key_id, now)
-                if spent + amount > spend_limit:
-                    raise SpendLimitReached(spent, spend_limit, amount)
-            await conn.execute(holds.insert().values(job_id=job_id, key_id=key_id, amount=amount, status="held", charged=0, created_at=now))
-            await self._post(conn, "hold", job_id, [(acct, -amount), (ESCROW, amount)])
+            refused = await self.hold_in(conn, job_id, key_id, amount, overdraft=overdraft, min_balance=min_balance, spend_limit=spend_limit, now=now)
+        if refused is not None:
+            raise refused
 
     async def settle(self, job_id: str, receipt: SignedReceipt) -> bool:
         """Charge the receipt's price from the job's hold, release the rest, pay node and fee.
 
-        The receipt row is written in the same transaction: money moves if and only if a
-        countersigned receipt exists. False when the hold was already ended.
+        False when the hold was already ended; LedgerError when the price exceeds the hold.
         """
-        body = receipt.body
         async with self.engine.begin() as conn:
-            row = (await conn.execute(sa.select(holds).where(holds.c.job_id == job_id).with_for_update())).first()
-            if row is None or row.status != "held":
-                return False
-            if body["price"] > row.amount:
-                raise LedgerError(f"job {job_id} costs {body['price']} but only {row.amount} was held")
-            res = await conn.execute(
-                holds.update().where(holds.c.job_id == job_id, holds.c.status == "held").values(status="settled", charged=body["price"], settled_at=time.time())
-            )
-            if res.rowcount != 1:
-                return False
-            await conn.execute(
-                receipts.insert().values(
-                    job_id=job_id, node_pubkey=body["node_pubkey"], key_id=row.key_id, price=body["price"], fee=body["fee"], value=body["value"],
-                    completed_at=body["completed_at"], body=cpr.canonical(body).decode(), node_signature=receipt.node_signature,
-                    platform_signature=receipt.platform_signature,
-                )
-            )
-            await self._post(conn, "settle", job_id, [
-                (ESCROW, -row.amount),
-                (client_account(row.key_id), row.amount - body["price"]),
-                (node_account(body["node_pubkey"]), body["value"]),
-                (FEES, body["fee"]),
-            ])
-        return True
+            outcome = await self.settle_in(conn, job_id, receipt)
+        if outcome == "over hold":
+            raise LedgerError(f"job {job_id} costs {receipt.body['price']}, more than was held")
+        return outcome == "settled"
 
     async def release(self, job_id: str) -> bool:
         """Give a job's whole hold back to the client; False when it was already ended."""
         async with self.engine.begin() as conn:
-            row = (await conn.execute(sa.select(holds).where(holds.c.job_id == job_id).with_for_update())).first()
-            if row is None or row.status != "held":
-                return False
-            res = await conn.execute(holds.update().where(holds.c.job_id == job_id, holds.c.status == "held").values(status="released", settled_at=time.time()))
-            if res.rowcount != 1:
-                return False
-            await self._post(conn, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])
+            return await self.release_in(conn, job_id)
+
+    # The same movements inside a caller's transaction (the store's journal batches them with
+    # the job's own writes). They never raise for a business reason: a refusal is returned and
+    # nothing is written, so one refused hold cannot roll back a batch of other jobs' writes.
+
+    async def hold_in(self, conn: Any, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> LedgerError | None:
+        if amount < 0:
+            raise ValueError("a hold is not negative")
+        now = time.time() if now is None else now
+        acct = client_account(key_id)
+        await conn.execute(upsert(conn, balances, ["account"], {"account": acct, "balance": 0}, None))
+        cond = balances.c.account == acct
+        if not overdraft:
+            cond = sa.and_(cond, balances.c.balance >= max(amount, min_balance))
+        # Also takes the row lock: the spend check below sees every earlier hold of this key.
+        res = await conn.execute(balances.update().where(cond).values(balance=balances.c.balance))
+        if res.rowcount != 1:
+            return InsufficientFunds(await self._balance(conn, acct), max(amount, min_balance))
+        if spend_limit is not None:
+            spent = await self._spent(conn, key_id, now)
+            if spent + amount > spend_limit:
+                return SpendLimitReached(spent, spend_limit, amount)
+        await conn.execute(holds.insert().values(job_id=job_id, key_id=key_id, amount=amount, status="held", charged=0, created_at=now))
+        await self._post(conn, "hold", job_id, [(acct, -amount), (ESCROW, amount)])
+        return None
+
+    async def settle_in(self, conn: Any, job_id: str, receipt: SignedReceipt) -> str:
+        """'settled', 'ended' (no open hold) or 'over hold' (nothing written). The receipt row is
+        written with the money: money moves if and only if a countersigned receipt exists."""
+        body = receipt.body
+        row = (await conn.execute(sa.select(holds).where(holds.c.job_id == job_id).with_for_update())).first()
+        if row is None or row.status != "held":
+            return "ended"
+        if body["price"] > row.amount:
+            return "over hold"
+        res = await conn.execute(
+            holds.update().where(holds.c.job_id == job_id, holds.c.status == "held").values(status="settled", charged=body["price"], settled_at=time.time())
+        )
+        if res.rowcount != 1:
+            return "ended"
+        await conn.execute(
+            receipts.insert().values(
+                job_id=job_id, node_pubkey=body["node_pubkey"], key_id=row.key_id, price=body["price"], fee=body["fee"], value=body["value"],
+                completed_at=body["completed_at"], body=cpr.canonical(body).decode(), node_signature=receipt.node_signature,
+                platform_signature=receipt.platform_signature,
+            )
+        )
+        await self._post(conn, "settle", job_id, [
+            (ESCROW, -row.amount),
+            (client_account(row.key_id), row.amount - body["price"]),
+            (node_account(body["node_pubkey"]), body["value"]),
+            (FEES, body["fee"]),
+        ])
+        return "settled"
+
+    async def release_in(self, conn: Any, job_id: str) -> bool:
+        row = (await conn.execute(sa.select(holds).where(holds.c.job_id == job_id).with_for_update())).first()
+        if row is None or row.status != "held":
+            return False
+        res = await conn.execute(holds.update().where(holds.c.job_id == job_id, holds.c.status == "held").values(status="released", settled_at=time.time()))
+        if res.rowcount != 1:
+            return False
+        await self._post(conn, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])
         return True
 
     async def open_holds(self, older_than: float | None = None) -> list[str]:

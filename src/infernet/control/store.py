@@ -6,7 +6,10 @@ replicas or two racing tasks can never both claim or both finish the same job.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+log = logging.getLogger("infernet.store")
 metadata = sa.MetaData()
 
 api_keys = sa.Table(
@@ -176,6 +180,21 @@ settings = sa.Table(
 TERMINAL = ("completed", "failed", "cancelled")
 
 
+@functools.lru_cache(maxsize=64)
+def _transition_stmt(allowed: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    # Building a statement costs far more than running it; build each shape once.
+    return (
+        jobs.update()
+        .where(jobs.c.id == sa.bindparam("p_id"), jobs.c.status.in_(allowed))
+        .values({c: sa.bindparam("p_" + c) for c in columns})
+    )
+
+
+def _transition(job_id: str, allowed: tuple[str, ...], values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    stmt = _transition_stmt(allowed, tuple(sorted(values)))
+    return stmt, {"p_id": job_id, **{"p_" + k: v for k, v in values.items()}}
+
+
 def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
@@ -224,6 +243,7 @@ def _sqlalchemy_url(url: str) -> str:
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.journal = Journal(engine)
         self._key_cache: dict[str, tuple[float, KeyRecord | None]] = {}
 
     @classmethod
@@ -248,6 +268,7 @@ class Store:
         return store
 
     async def close(self) -> None:
+        await self.journal.drain()
         await self.engine.dispose()
 
     # -- API keys -------------------------------------------------------------------------
@@ -410,6 +431,42 @@ class Store:
             )
         return res.rowcount == 1
 
+    # -- the same writes, queued on the journal (the request path does not wait) -----------
+
+    def queue_insert_job(self, **row: Any) -> asyncio.Future[Any]:
+        now = time.time()
+        values = {"attempts": 0, "created_at": now, "updated_at": now, **row}
+
+        async def op(conn: Any) -> None:
+            await conn.execute(jobs.insert().values(**values))
+
+        return self.journal.submit(op)
+
+    def queue_transition(self, job_id: str, allowed: tuple[str, ...], status: str, **fields: Any) -> asyncio.Future[bool]:
+        now = time.time()
+        if status in TERMINAL:
+            fields.setdefault("finished_at", now)
+        stmt, params = _transition(job_id, allowed, {"status": status, "updated_at": now, **fields})
+
+        async def op(conn: Any) -> bool:
+            return (await conn.execute(stmt, params)).rowcount == 1
+
+        return self.journal.submit(op)
+
+    def queue_finish(self, job_id: str, allowed: tuple[str, ...], status: str, events: list[tuple[int, str, dict]], **fields: Any) -> asyncio.Future[bool]:
+        now = time.time()
+        stmt, params = _transition(job_id, allowed, {"status": status, "updated_at": now, "finished_at": now, **fields})
+        rows = [{"job_id": job_id, "seq": s, "type": t, "data": d} for s, t, d in events]
+
+        async def op(conn: Any) -> bool:
+            if (await conn.execute(stmt, params)).rowcount != 1:
+                return False
+            if rows:
+                await conn.execute(job_events.insert(), rows)
+            return True
+
+        return self.journal.submit(op)
+
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).mappings().first()
@@ -446,3 +503,54 @@ class Store:
         async with self.engine.connect() as conn:
             q = sa.select(job_events).where(job_events.c.job_id == job_id, job_events.c.seq > after).order_by(job_events.c.seq)
             return [(r.seq, r.type, r.data) for r in (await conn.execute(q)).all()]
+
+
+class Journal:
+    """Job writes, committed in order by one writer task, many per transaction.
+
+    The job's owner (its driver task on this replica) is the only writer of its row, so the
+    request path need not wait for the database: it queues the write and carries on. Every
+    write is still a conditional UPDATE, so a late write can never move a job backwards,
+    and `await`ing the returned future says whether it applied.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, op: Any) -> asyncio.Future[Any]:
+        """Queue `op(conn) -> result`; the future resolves once it is committed."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            results: list[Any] = []
+            try:
+                async with self._engine.begin() as conn:
+                    for op, _ in batch:
+                        results.append(await op(conn))
+            except Exception as exc:
+                log.exception("a batch of %d job writes failed", len(batch))
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), result in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*(f for _, f in list(self._pending)), return_exceptions=True)

@@ -13,6 +13,9 @@ from coincurve import PrivateKey, PublicKeyXOnly
 from infernet.protocol import bech32
 
 
+_KEYS: dict[bytes, PrivateKey] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """A secp256k1 key pair. `pubkey` is the 32-byte x-only key as hex."""
@@ -23,7 +26,8 @@ class Identity:
         if len(self.secret) != 32:
             raise ValueError("a secret key is 32 bytes")
         try:
-            PrivateKey(self.secret)
+            if self.secret not in _KEYS:
+                _KEYS[self.secret] = PrivateKey(self.secret)
         except Exception:
             raise ValueError("not a valid secp256k1 secret key (zero, or not below the curve order)") from None
 
@@ -50,7 +54,11 @@ class Identity:
 
     @property
     def _key(self) -> PrivateKey:
-        return PrivateKey(self.secret)
+        # Building a PrivateKey costs as much as a signature; keep one per identity.
+        key = _KEYS.get(self.secret)
+        if key is None:
+            key = _KEYS[self.secret] = PrivateKey(self.secret)
+        return key
 
     @property
     def pubkey(self) -> str:
