@@ -64,14 +64,22 @@ class Network:
     def client(self, key: str = ADMIN_KEY) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
-    async def add_node(self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True) -> RunningNode:
-        node = Node(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier)
+    async def add_node(self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True, price: dict[str, int] | None = None) -> RunningNode:
+        node = Node(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price)
         stop = asyncio.Event()
         running = RunningNode(node, stop, asyncio.create_task(node.run(stop)))
         self.nodes.append(running)
         if wait:
             await self.wait_for(lambda: node.identity.pubkey in self.hub.nodes)
         return running
+
+    async def funded_key(self, name: str, usdc: str = "10.00") -> str:
+        """A new client API key with `usdc` on its balance."""
+        async with self.client() as admin:
+            rec = (await admin.post("/api/v1/keys", json={"name": name})).json()
+            r = await admin.post(f"/api/v1/keys/{rec['id']}/credit", json={"amount": usdc})
+            assert r.status_code == 200, r.text
+        return rec["key"]
 
     async def wait_for(self, cond: Any, timeout: float = 20.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -86,7 +94,7 @@ class Network:
         if db_url is None:
             assert tmp is not None, "pass a db_url or a tmp path"
             db_url = f"sqlite:///{tmp / 'control.db'}"
-        cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5))
+        cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5), data_dir=tmp)
         port = free_port()
         server = _Server(uvicorn.Config(create_app(cp, admin_key=ADMIN_KEY), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1))
         serving = asyncio.create_task(server.serve())

@@ -109,7 +109,7 @@ async def test_waiting_jobs_are_served_round_robin_across_keys(tmp_path):
         engine = Recording(reply="a b c", delay_s=0.02, slots=1)
         await net.add_node(engine)
         async with net.client() as admin:
-            api_keys = [(await admin.post("/api/v1/keys", json={"name": n})).json()["key"] for n in ("alice", "bob")]
+            api_keys = [await net.funded_key(n) for n in ("alice", "bob")]
         async with net.client(api_keys[0]) as alice, net.client(api_keys[1]) as bob:
             for i in range(6):
                 assert (await alice.post("/api/v1/jobs", json=ask(f"A{i}"))).status_code == 202
@@ -363,7 +363,7 @@ async def test_idempotency_key_returns_the_same_job_even_under_concurrent_retrie
             assert len(ids) == 1 and sorted(r.status_code for r in burst) == [200] * 9 + [202]
             conflict = await c.post("/api/v1/jobs", json=ask("something else"), headers=h)
             assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
-            other_key = (await c.post("/api/v1/keys", json={"name": "other"})).json()["key"]
+            other_key = await net.funded_key("other")
         async with net.client(other_key) as c2:
             theirs = await c2.post("/api/v1/jobs", json=ask("hi"), headers=h)
             assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]

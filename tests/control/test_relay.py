@@ -202,8 +202,10 @@ async def test_a_key_cannot_see_another_keys_job(tmp_path):
     async with Network.start(tmp=tmp_path) as net:
         await net.add_node(FakeBackend())
         async with net.client() as admin:
-            bob = (await admin.post("/api/v1/keys", json={"name": "bob"})).json()["key"]
+            bob_rec = (await admin.post("/api/v1/keys", json={"name": "bob"})).json()
+            bob = bob_rec["key"]
             eve = (await admin.post("/api/v1/keys", json={"name": "eve"})).json()["key"]
+            assert (await admin.post(f"/api/v1/keys/{bob_rec['id']}/credit", json={"amount": "2.00"})).status_code == 200
         async with net.client(bob) as c:
             job_id = (await c.post("/api/v1/jobs", json={"model": "fake-model", "prompt": "hi"})).json()["id"]
         async with net.client(eve) as c:

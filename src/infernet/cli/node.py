@@ -25,6 +25,7 @@ def start(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Serve only this model.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="A name for this node.")] = None,
     capacity: Annotated[Optional[int], typer.Option("--capacity", min=1, help="Jobs at once; default: what the engine says.")] = None,
+    price: Annotated[Optional[str], typer.Option("--price", help="Own rates IN:OUT in USDC per million tokens, e.g. 0.02:0.08; the control plane clamps them into its bounds.")] = None,
     foreground: Annotated[bool, typer.Option("--foreground", "-f", help="Stay in the foreground.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -37,13 +38,14 @@ def start(
     if not control_plane:
         fail("no control plane given", "pass --control-plane URL (or set INFERNET_CONTROL_PLANE)")
     config.write_private(home / "node.json", {**saved, "control_plane": control_plane, "backend": backend, "backend_url": backend_url, "model": model})
+    rates = _parse_price(price) if price else None
     if not foreground:
         pid_file = home / "node.pid"
         if _alive(pid_file):
             fail(f"a node is already running from {home} (pid {pid_file.read_text().strip()})", "stop it with `infernet stop`")
         log = open(home / "node.log", "ab")
         args = [sys.executable, "-m", "infernet", "start", "--foreground", "-c", control_plane, "-b", backend]
-        for flag, value in (("--backend-url", backend_url), ("--model", model), ("--name", name), ("--capacity", capacity)):
+        for flag, value in (("--backend-url", backend_url), ("--model", model), ("--name", name), ("--capacity", capacity), ("--price", price)):
             if value:
                 args += [flag, str(value)]
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -53,7 +55,20 @@ def start(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from infernet.node import run_foreground
 
-    run_foreground(control_url=control_plane, backend_kind=backend, backend_url=backend_url, model=model, name=name, home=home, capacity=capacity)
+    run_foreground(control_url=control_plane, backend_kind=backend, backend_url=backend_url, model=model, name=name, price=rates, home=home, capacity=capacity)
+
+
+def _parse_price(text: str) -> dict[str, int]:
+    from infernet.protocol.receipts import parse_usdc
+
+    try:
+        a, b = text.split(":")
+        rates = {"input": parse_usdc(a), "output": parse_usdc(b)}
+    except ValueError:
+        fail(f"--price {text!r} is not IN:OUT", "give USDC per million tokens, e.g. --price 0.02:0.08")
+    if min(rates.values()) < 0:
+        fail("--price must not be negative")
+    return rates
 
 
 def _alive(pid_file) -> bool:  # type: ignore[no-untyped-def]

@@ -89,8 +89,49 @@ class Client:
         except httpx.HTTPError as exc:
             raise InfernetError(f"the stream from {self.url} broke: {exc}") from None
 
-    def create_key(self, name: str = "", role: str = "client") -> dict[str, Any]:
-        return self._request("POST", "/api/v1/keys", json={"name": name, "role": role})
+    def create_key(self, name: str = "", role: str = "client", rate_limit: int | None = None, spend_limit: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "role": role}
+        if rate_limit is not None:
+            body["rate_limit"] = rate_limit
+        if spend_limit is not None:
+            body["spend_limit"] = spend_limit
+        return self._request("POST", "/api/v1/keys", json=body)
+
+    def set_limits(self, key_id: str, **limits: Any) -> dict[str, Any]:
+        """rate_limit (per minute) and/or spend_limit (USDC per 24 h); None clears one."""
+        return self._request("PATCH", f"/api/v1/keys/{key_id}", json=limits)
+
+    def credit(self, key_id: str, amount: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/keys/{key_id}/credit", json={"amount": amount})
+
+    def balance(self, key_id: str | None = None) -> dict[str, Any]:
+        return self._request("GET", "/api/v1/balance", params={"key_id": key_id} if key_id else None)
+
+    def pricing(self) -> dict[str, Any]:
+        return self._request("GET", "/api/v1/pricing")
+
+    def set_pricing(self, table: dict[str, Any]) -> dict[str, Any]:
+        return self._request("PUT", "/api/v1/pricing", json=table)
+
+    def platform(self) -> dict[str, Any]:
+        return self._request("GET", "/api/v1/platform")
+
+    def receipt(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/jobs/{job_id}/receipt")
+
+    # -- requests signed by a node's key --------------------------------------------------
+
+    def _signed(self, identity: Any, method: str, path: str, body: bytes = b"") -> Any:
+        from infernet.protocol import auth
+
+        header = auth.sign_request(identity, method, path, body)
+        return self._request(method, path, content=body, headers={auth.AUTH_HEADER: header, "content-type": "application/json"})
+
+    def payments(self, identity: Any, receipts: int = 20) -> dict[str, Any]:
+        return self._signed(identity, "GET", f"/api/v1/node/payments?receipts={receipts}")
+
+    def payout(self, identity: Any, limit: int = 1000) -> dict[str, Any]:
+        return self._signed(identity, "POST", "/api/v1/node/payouts", json.dumps({"limit": limit}).encode())
 
     def list_keys(self) -> list[dict[str, Any]]:
         return self._request("GET", "/api/v1/keys")["data"]

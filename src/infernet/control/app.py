@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -19,13 +19,15 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from infernet import __version__
-from infernet.control import errors, probe, schemas
+from infernet import __version__, config
+from infernet.control import errors, pricing, probe, schemas
+from infernet.control.billing import Billing, platform_identity
 from infernet.control.errors import APIError
 from infernet.control.hub import CONNECT_PATH, Hub, Settings
 from infernet.control.jobs import LiveJob
 from infernet.control.openai_format import ChunkWriter, chat_response, completion_response, sse
-from infernet.control.store import KeyRecord, Store
+from infernet.control.store import KeyLimits, KeyRecord, Store
+from infernet.protocol import auth, receipts
 
 log = logging.getLogger("infernet.control")
 
@@ -48,9 +50,18 @@ class ControlPlane:
     hub: Hub
 
     @classmethod
-    async def open(cls, db_url: str, settings: Settings | None = None) -> ControlPlane:
+    async def open(cls, db_url: str, settings: Settings | None = None, data_dir: Path | None = None) -> ControlPlane:
+        """`data_dir` holds the platform's signing key; default: beside a SQLite file, else INFERNET_HOME."""
+        if data_dir is None:
+            data_dir = Path(db_url.removeprefix("sqlite:///")).parent if db_url.startswith("sqlite:///") else config.home()
         store = await Store.open(db_url)
-        return cls(store, Hub(store, settings or Settings()))
+        billing = Billing(store, platform_identity(data_dir))
+        return cls(store, Hub(store, settings or Settings(), billing=billing))
+
+    @property
+    def billing(self) -> Billing:
+        assert self.hub.billing is not None
+        return self.hub.billing
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -232,8 +243,18 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         assert job is not None
         return _json(job_view(await own_job(job.id, key)), 202, headers={"Location": f"/api/v1/jobs/{job.id}"})
 
+    async def settled_job(job_id: str, key: KeyRecord) -> dict[str, Any]:
+        """The job's row; when it just finished here, once its end is stored and settled."""
+        row = await own_job(job_id, key)
+        live = hub.jobs.get(row["id"])
+        if live is not None and live.finished.is_set() and not live.ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.ended.wait(), 5.0)
+            row = await own_job(job_id, key)
+        return row
+
     async def get_job(request: Request, key: KeyRecord) -> Response:
-        return _json(job_view(await own_job(request.path_params["job_id"], key)))
+        return _json(job_view(await settled_job(request.path_params["job_id"], key)))
 
     async def list_jobs(request: Request, key: KeyRecord) -> Response:
         await store.journal.flush()  # a list is read from the database: let it catch up first
@@ -273,9 +294,11 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
 
     async def list_nodes(request: Request, key: KeyRecord) -> Response:
         online = hub.nodes
+        table = await cp.billing.table()
         data = []
         for row in await store.list_nodes():
             conn = online.get(row["id"])
+            rates = pricing.node_rates(table, row["tier"], conn.hello.price if conn else None)
             data.append(
                 {
                     "id": row["id"],
@@ -288,6 +311,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
                     "status": "online" if conn else "offline",
                     "hardware": row["hardware"],
                     "last_seen": row["last_seen"],
+                    "price": {"input": rates.input, "output": rates.output, "unit": "micro-USDC per million tokens"},
                 }
             )
         return _json({"object": "list", "data": data})
@@ -296,10 +320,127 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         raw = await request.body()
         data = schemas.parse(raw, _KeyCreate) if raw.strip() else _KeyCreate()
         rec, plaintext = await store.create_key(data.name, data.role)
-        return _json({"id": rec.id, "name": rec.name, "role": rec.role, "key": plaintext, "created_at": rec.created_at}, 201)
+        limits = KeyLimits(data.rate_limit, _micro(data.spend_limit, "spend_limit"))
+        if limits != KeyLimits():
+            await store.set_key_limits(rec.id, limits)
+        return _json({"id": rec.id, "name": rec.name, "role": rec.role, "key": plaintext, "created_at": rec.created_at, **_limits_view(limits)}, 201)
 
     async def list_keys(request: Request, key: KeyRecord) -> Response:
-        return _json({"object": "list", "data": [{"id": k.id, "name": k.name, "role": k.role, "created_at": k.created_at, "revoked": k.revoked_at is not None} for k in await store.list_keys()]})
+        data = []
+        for k in await store.list_keys():
+            limits = await store.key_limits(k.id)
+            bal = await cp.billing.ledger.client_view(k.id)
+            data.append({"id": k.id, "name": k.name, "role": k.role, "created_at": k.created_at, "revoked": k.revoked_at is not None, **_limits_view(limits), "balance": receipts.usdc(bal["available"])})
+        return _json({"object": "list", "data": data})
+
+    async def update_key(request: Request, key: KeyRecord) -> Response:
+        key_id = request.path_params["key_id"]
+        if await store.get_key(key_id) is None:
+            raise errors.not_found(f"No key `{key_id}`.", code="key_not_found")
+        data = schemas.parse(await request.body(), _KeyLimits)
+        current = await store.key_limits(key_id)
+        fields = msgspec.structs.asdict(data)
+        sent = set(json_keys(await request.body()))
+        limits = KeyLimits(
+            fields["rate_limit"] if "rate_limit" in sent else current.rate_limit,
+            _micro(fields["spend_limit"], "spend_limit") if "spend_limit" in sent else current.spend_limit,
+        )
+        await store.set_key_limits(key_id, limits)
+        cp.billing.forget_key(key_id)  # other replicas see it within 2 s
+        return _json({"id": key_id, **_limits_view(limits)})
+
+    async def credit_key(request: Request, key: KeyRecord) -> Response:
+        key_id = request.path_params["key_id"]
+        if await store.get_key(key_id) is None:
+            raise errors.not_found(f"No key `{key_id}`.", code="key_not_found")
+        data = schemas.parse(await request.body(), _Credit)
+        amount = _micro(data.amount, "amount")
+        if amount is None or amount <= 0:
+            raise errors.bad_request("`amount` must be a positive USDC amount, e.g. \"10.00\".", param="amount")
+        balance = await cp.billing.ledger.credit(key_id, amount)
+        return _json({"id": key_id, "credited": receipts.usdc(amount), "balance": receipts.usdc(balance), "balance_micro": balance})
+
+    # -- money ----------------------------------------------------------------------------
+
+    async def platform(request: Request) -> Response:
+        table = await cp.billing.table()
+        ident = cp.billing.platform
+        return _json({"pubkey": ident.pubkey, "npub": ident.npub, "chain": table.chain, "unit": receipts.UNIT})
+
+    async def get_pricing(request: Request, key: KeyRecord) -> Response:
+        return _json({"object": "pricing", "unit": "micro-USDC per million tokens", **pricing.encode_table(await cp.billing.table())})
+
+    async def put_pricing(request: Request, key: KeyRecord) -> Response:
+        try:
+            table = pricing.decode_table(await request.body())
+        except ValueError as exc:
+            raise errors.bad_request(f"Invalid price table: {exc}", param="pricing") from None
+        await cp.billing.set_table(table)
+        return _json({"object": "pricing", "unit": "micro-USDC per million tokens", **pricing.encode_table(table)})
+
+    async def balance(request: Request, key: KeyRecord) -> Response:
+        key_id = request.query_params.get("key_id") or key.id
+        if key_id != key.id and not key.is_admin:
+            raise errors.forbidden("Only an admin key may read another key's balance.")
+        view = await cp.billing.ledger.client_view(key_id)
+        limits = await store.key_limits(key_id)
+        table = await cp.billing.table()
+        return _json({
+            "object": "balance", "key_id": key_id, "unit": receipts.UNIT, **view,
+            **{f"{k}_usdc": receipts.usdc(v) for k, v in view.items()},
+            "min_balance_usdc": receipts.usdc(table.min_balance), **_limits_view(limits),
+        })
+
+    async def job_receipt(request: Request, key: KeyRecord) -> Response:
+        row = await settled_job(request.path_params["job_id"], key)
+        doc = await cp.billing.ledger.receipt(row["id"])
+        if doc is None:
+            raise errors.not_found(f"Job `{row['id']}` has no receipt: it is {row['status']}, and only served work is receipted.", code="receipt_not_found")
+        return _json(doc)
+
+    async def ledger_check(request: Request, key: KeyRecord) -> Response:
+        problems = await cp.billing.ledger.check()
+        return _json({"ok": not problems, "problems": problems})
+
+    # -- signed node requests ---------------------------------------------------------------
+
+    def node_endpoint(fn: Callable[[Request, str, bytes], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """A request signed by a node's key (X-Infernet-Auth); the key owns what it touches."""
+
+        async def handler(request: Request) -> Response:
+            body = await request.body()
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            try:
+                signed = auth.check_request(request.headers.get(auth.AUTH_HEADER), request.method, target, body)
+                if not await store.use_nonce(signed.nonce, signed.pubkey):
+                    raise auth.AuthError("replayed nonce")
+            except auth.AuthError as exc:
+                return APIError(401, f"Node signature rejected: {exc}.", type="authentication_error", code="invalid_signature").response()
+            try:
+                return await fn(request, signed.pubkey, body)
+            except APIError as exc:
+                return exc.response()
+
+        return handler
+
+    async def node_payments(request: Request, pubkey: str, body: bytes) -> Response:
+        try:
+            limit = min(1000, max(0, int(request.query_params.get("receipts", "20"))))
+        except ValueError:
+            raise errors.bad_request("`receipts` must be a number.", param="receipts") from None
+        ledger = cp.billing.ledger
+        view = await ledger.node_view(pubkey)
+        docs = await ledger.node_receipts(pubkey, limit=limit) if limit else []
+        return _json({"object": "payments", "node_pubkey": pubkey, "unit": receipts.UNIT, **view, **{f"{k}_usdc": receipts.usdc(v) for k, v in view.items() if k != "receipts"}, "data": docs})
+
+    async def node_payout(request: Request, pubkey: str, body: bytes) -> Response:
+        data = schemas.parse(body, _PayoutRequest) if body.strip() else _PayoutRequest()
+        table = await cp.billing.table()
+        ident = cp.billing.platform
+        doc = await cp.billing.ledger.payout(pubkey, lambda rec: ident.sign(receipts.digest(rec)), chain=table.chain, platform_pubkey=ident.pubkey, limit=data.limit)
+        if doc is None:
+            raise errors.not_found("Nothing to claim: this node has no unpaid receipts.", code="nothing_to_claim")
+        return _json(doc, 201)
 
     async def revoke_key(request: Request, key: KeyRecord) -> Response:
         if not await store.revoke_key(request.path_params["key_id"]):
@@ -349,6 +490,16 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         Route("/api/v1/keys", endpoint(create_key, admin=True), methods=["POST"]),
         Route("/api/v1/keys", endpoint(list_keys, admin=True), methods=["GET"]),
         Route("/api/v1/keys/{key_id}", endpoint(revoke_key, admin=True), methods=["DELETE"]),
+        Route("/api/v1/keys/{key_id}", endpoint(update_key, admin=True), methods=["PATCH"]),
+        Route("/api/v1/keys/{key_id}/credit", endpoint(credit_key, admin=True), methods=["POST"]),
+        Route("/api/v1/balance", endpoint(balance)),
+        Route("/api/v1/pricing", endpoint(get_pricing), methods=["GET"]),
+        Route("/api/v1/pricing", endpoint(put_pricing, admin=True), methods=["PUT"]),
+        Route("/api/v1/platform", platform),
+        Route("/api/v1/jobs/{job_id}/receipt", endpoint(job_receipt)),
+        Route("/api/v1/ledger/check", endpoint(ledger_check, admin=True)),
+        Route("/api/v1/node/payments", node_endpoint(node_payments)),
+        Route("/api/v1/node/payouts", node_endpoint(node_payout), methods=["POST"]),
         WebSocketRoute(CONNECT_PATH, node_socket),
         *probe.routes(cp),
     ]
@@ -357,13 +508,54 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     return app
 
 
+Amount = str | Annotated[int, msgspec.Meta(ge=0)]
+
+
 class _KeyCreate(msgspec.Struct, kw_only=True):
     name: str = ""
     role: str = "client"
+    rate_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None  # requests per minute
+    spend_limit: Amount | None = None  # USDC per rolling 24 h
 
     def __post_init__(self) -> None:
         if self.role not in ("client", "admin"):
             raise ValueError("role must be `client` or `admin`")
+
+
+class _KeyLimits(msgspec.Struct, kw_only=True):
+    rate_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    spend_limit: Amount | None = None
+
+
+class _Credit(msgspec.Struct, kw_only=True):
+    amount: Amount  # USDC as a decimal string ("10.50"); an integer means whole USDC
+
+
+class _PayoutRequest(msgspec.Struct, kw_only=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+
+
+def _micro(amount: str | int | None, param: str) -> int | None:
+    if amount is None:
+        return None
+    if isinstance(amount, int):
+        return amount * receipts.MICRO
+    try:
+        return receipts.parse_usdc(amount)
+    except ValueError as exc:
+        raise errors.bad_request(f"`{param}`: {exc}", param=param) from None
+
+
+def _limits_view(limits: KeyLimits) -> dict[str, Any]:
+    return {"rate_limit": limits.rate_limit, "spend_limit": None if limits.spend_limit is None else receipts.usdc(limits.spend_limit)}
+
+
+def json_keys(raw: bytes) -> list[str]:
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return []
+    return list(data) if isinstance(data, dict) else []
 
 
 async def _disconnected(request: Request) -> None:

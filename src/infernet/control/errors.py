@@ -68,3 +68,18 @@ def over_capacity(retry_after: int = 1) -> APIError:
 
 def no_nodes() -> APIError:
     return APIError(503, "No node is online right now; start one with `infernet start`.", type="service_unavailable", code="no_nodes")
+
+
+def payment_required(message: str, code: str = "insufficient_balance") -> APIError:
+    return APIError(402, message, type="insufficient_quota", code=code)
+
+
+def rate_limited(retry_after: float) -> APIError:
+    wait = max(1, int(retry_after + 0.999))
+    return APIError(
+        429,
+        f"This API key is over its request rate limit; retry in {wait} s.",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(wait)},
+    )

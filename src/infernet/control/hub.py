@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from infernet.control.billing import Billing
 from infernet.control.circuit import Breaker, BreakerPolicy
 from infernet.control.jobs import LiveJob
 from infernet.control.queue import FairQueue, QueueFull
@@ -121,6 +122,7 @@ class _Waiter:
 class Hub:
     store: Store
     settings: Settings = field(default_factory=Settings)
+    billing: Billing | None = None  # None: jobs run unmetered
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -202,11 +204,20 @@ class Hub:
         `route` carries the client's constraints; `only` pins an internal job to one node.
         """
         job_id = ("chatcmpl-" if kind == "chat" else "job-") + secrets.token_hex(12)
+        if self.billing is not None and purpose == "client":  # the worst-case price is held before anything starts
+            body = await self.billing.admit(job_id, key_id, kind, model, body, (c.hello for c in self.nodes.values()))
         row = dict(id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key)
         if idempotency_key:
             # The unique (key, idempotency key) index decides which POST made the job.
-            existing = await self.store.create_job(**row)
+            try:
+                existing = await self.store.create_job(**row)
+            except BaseException:
+                if self.billing is not None:
+                    await self.billing.release(job_id)
+                raise
             if existing is not None:
+                if self.billing is not None:
+                    await self.billing.release(job_id)
                 return self.jobs.get(existing["id"]), existing
         else:
             self.store.queue_insert_job(**row)
@@ -349,8 +360,9 @@ class Hub:
                     return
                 job.status, job.node_id, job.attempts = "assigned", conn.id, attempts
                 job.placed.set()
+                job.terms = await self.billing.terms(job, conn.hello) if self.billing is not None and job.purpose == "client" else None
                 job.sent_at = time.monotonic()
-                await conn.send(Job(job_id=job.id, kind=job.kind, body=job.body, receipt=None))
+                await conn.send(Job(job_id=job.id, kind=job.kind, body=job.body, receipt=job.terms))
                 outcome = await self._attend(job, conn)
                 self._release(conn, job)
                 self._judge(conn, job, outcome)
@@ -433,6 +445,7 @@ class Hub:
                 job.usage = {"prompt_tokens": done.usage.prompt_tokens, "completion_tokens": done.usage.completion_tokens, "total_tokens": done.usage.total_tokens}
                 job.finish_reason = done.finish_reason
                 job.result = done.result
+                job.signed = (done.receipt, done.signature) if done.receipt is not None and done.signature else None
                 if cancel_deadline is not None or done.finish_reason == "cancelled":
                     await self._end(job, "cancelled", ("assigned", "running"), error={"message": "cancelled", "code": "cancelled"})
                 else:
@@ -475,21 +488,25 @@ class Hub:
 
     async def _persist_end(self, job: LiveJob, status: str, allowed: tuple[str, ...]) -> None:
         usage = job.usage or {}
+        finished = self.store.queue_finish(
+            job.id,
+            allowed,
+            status,
+            job.events,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            finish_reason=job.finish_reason,
+            output=job.output if job.kind != "embedding" else None,
+            result=job.result,
+            error=(job.error or {}).get("message") if status != "completed" else None,
+        )
         try:
-            await self.store.queue_finish(
-                job.id,
-                allowed,
-                status,
-                job.events,
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                finish_reason=job.finish_reason,
-                output=job.output if job.kind != "embedding" else None,
-                result=job.result,
-                error=(job.error or {}).get("message") if status != "completed" else None,
-            )
+            if self.billing is not None and job.purpose == "client":  # queued right behind the finish: one commit
+                await self.billing.settle(job, status)
+            await finished
         finally:
             self.jobs.pop(job.id, None)
+            job.ended.set()
 
     # -- node connections -----------------------------------------------------------------
 
@@ -620,6 +637,11 @@ class Hub:
                 row["id"], ("queued", "assigned", "running"), "failed", [(1, "error", {"message": "the control plane restarted while this job ran", "code": "restarted", "status": "failed"})],
                 error="the control plane restarted while this job ran",
             )
+        if self.billing is not None:  # holds of jobs that ended without settling go back
+            for job_id in await self.billing.ledger.open_holds(older_than=time.time() - 5):
+                row = await self.store.get_job(job_id)
+                if row is None or row["status"] in ("completed", "failed", "cancelled"):
+                    await self.billing.release(job_id)
 
     async def settled(self) -> None:
         """Wait until every job that has ended is committed."""

@@ -32,9 +32,12 @@ class LiveJob:
         self.usage: dict[str, int] | None = None
         self.finish_reason: str | None = None
         self.error: dict[str, Any] | None = None
+        self.terms: dict[str, Any] | None = None  # the receipt fields sent to the serving node
+        self.signed: tuple[dict[str, Any], str] | None = None  # the node's receipt and signature
         self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.finished = asyncio.Event()
         self.placed = asyncio.Event()  # assigned to a node, or finished without one
+        self.ended = asyncio.Event()  # finished, stored and settled: the store tells it all
         self._changed: asyncio.Future[None] | None = None
 
     # -- the event log (hot path: no I/O here) --------------------------------------------

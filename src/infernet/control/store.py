@@ -89,6 +89,94 @@ nonces = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
+# -- money (see control/ledger.py) --------------------------------------------------------
+
+_BigID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+balances = sa.Table(
+    "balances",
+    metadata,
+    sa.Column("account", sa.String(100), primary_key=True),
+    sa.Column("balance", sa.BigInteger, nullable=False),
+)
+
+ledger_entries = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("id", _BigID, primary_key=True, autoincrement=True),
+    sa.Column("txn", sa.String(40), nullable=False, index=True),
+    sa.Column("account", sa.String(100), nullable=False, index=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("job_id", sa.String(40), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("job_id", sa.String(40), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # held | settled | released
+    sa.Column("charged", sa.BigInteger, nullable=False, default=0),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("settled_at", sa.Float, nullable=True),
+    sa.Index("ix_holds_key_status", "key_id", "status", "settled_at"),
+)
+
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("job_id", sa.String(40), primary_key=True),
+    sa.Column("node_pubkey", sa.String(64), nullable=False, index=True),
+    sa.Column("key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("fee", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("completed_at", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # canonical JSON, byte for byte what was signed
+    sa.Column("node_signature", sa.String(128), nullable=False),
+    sa.Column("platform_signature", sa.String(128), nullable=False),
+    sa.Column("payout_id", sa.String(40), nullable=True, index=True),
+)
+
+payouts = sa.Table(
+    "payouts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("node_pubkey", sa.String(64), nullable=False, index=True),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("receipt_count", sa.Integer, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("platform_signature", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+key_limits = sa.Table(
+    "key_limits",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("rate_limit", sa.Integer, nullable=True),  # requests per minute
+    sa.Column("spend_limit", sa.BigInteger, nullable=True),  # micro-USDC per rolling 24 h
+)
+
+rate_counters = sa.Table(
+    "rate_counters",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("window", sa.BigInteger, primary_key=True),  # unix minute
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -126,6 +214,22 @@ class KeyRecord:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    rate_limit: int | None = None  # requests per minute
+    spend_limit: int | None = None  # micro-USDC per rolling 24 h
+
+
+def upsert(conn: Any, table: sa.Table, keys: list[str], values: dict[str, Any], update: dict[str, Any] | None) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE/NOTHING, on SQLite and PostgreSQL alike."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).values(**values)
+    return stmt.on_conflict_do_update(index_elements=keys, set_=update) if update else stmt.on_conflict_do_nothing(index_elements=keys)
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -212,6 +316,56 @@ class Store:
             )
         self._key_cache.clear()
         return res.rowcount == 1
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+        return KeyRecord(row.id, row.name, row.role, row.created_at, row.revoked_at) if row else None
+
+    async def key_limits(self, key_id: str) -> KeyLimits:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(key_limits).where(key_limits.c.key_id == key_id))).first()
+        return KeyLimits(row.rate_limit, row.spend_limit) if row else KeyLimits()
+
+    async def set_key_limits(self, key_id: str, limits: KeyLimits) -> None:
+        values = {"rate_limit": limits.rate_limit, "spend_limit": limits.spend_limit}
+        async with self.engine.begin() as conn:
+            await conn.execute(upsert(conn, key_limits, ["key_id"], {"key_id": key_id, **values}, values))
+
+    async def hit_rate(self, key_id: str, per_minute: int, now: float | None = None) -> float | None:
+        """Count one request against a per-minute limit shared by every replica.
+
+        A sliding-window counter: the previous minute's count, weighted by how much of it
+        still falls inside the last 60 s, plus this minute's. The increment is atomic; a
+        request over the limit takes its count back. Returns None when allowed, else the
+        seconds to wait.
+        """
+        now = time.time() if now is None else now
+        window, into = divmod(now, 60.0)
+        window = int(window)
+        async with self.engine.begin() as conn:
+            stmt = upsert(conn, rate_counters, ["key_id", "window"], {"key_id": key_id, "window": window, "count": 1}, {"count": rate_counters.c.count + 1})
+            count = (await conn.execute(stmt.returning(rate_counters.c.count))).scalar_one()
+            prev = (await conn.execute(sa.select(rate_counters.c.count).where(rate_counters.c.key_id == key_id, rate_counters.c.window == window - 1))).scalar() or 0
+            estimate = prev * (60.0 - into) / 60.0 + count
+            if estimate <= per_minute:
+                if count == 1:
+                    await conn.execute(rate_counters.delete().where(rate_counters.c.key_id == key_id, rate_counters.c.window < window - 1))
+                return None
+            await conn.execute(rate_counters.update().where(rate_counters.c.key_id == key_id, rate_counters.c.window == window).values(count=rate_counters.c.count - 1))
+        # When the previous minute's weight has decayed enough to admit one more request.
+        if prev and count - 1 < per_minute:
+            return max(1.0, 60.0 - into - (per_minute - count) * 60.0 / prev)
+        return max(1.0, 60.0 - into)
+
+    async def get_setting(self, name: str) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(settings.c.value).where(settings.c.name == name))).scalar()
+
+    async def put_setting(self, name: str, value: Any) -> None:
+        values = {"value": value, "updated_at": time.time()}
+        async with self.engine.begin() as conn:
+            await conn.execute(upsert(conn, settings, ["name"], {"name": name, **values}, values))
 
     # -- replay protection (shared by every replica) --------------------------------------
 
@@ -335,13 +489,14 @@ class Store:
 
 @dataclass
 class _Op:
-    kind: str  # "insert" or "update"
+    kind: str  # "insert", "update", or "call" (any `fn(conn)`, e.g. a ledger movement)
     job_id: str
     allowed: tuple[str, ...]
     values: dict[str, Any]
     events: list[tuple[int, str, dict]] | None = None
     # (future, whether it applied) — None: decided when the batch commits
-    futures: list[tuple[asyncio.Future[bool], bool | None]] | None = None
+    futures: list[tuple[asyncio.Future[Any], bool | None]] | None = None
+    fn: Any = None
 
 
 class Journal:
@@ -367,8 +522,11 @@ class Journal:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def submit(self, op: _Op, *, urgent: bool = False) -> asyncio.Future[bool]:
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def submit(self, op: Any, *, urgent: bool = False) -> asyncio.Future[Any]:
+        """Queue a job write (`_Op`) or any `fn(conn) -> result` to run in order with them."""
+        if not isinstance(op, _Op):
+            op = _Op("call", "", (), {}, fn=op)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending_insert = self._inserts.get(op.job_id) if op.kind == "update" else None
         if pending_insert is not None:
             # Fold the update into the row that has not been written yet.
@@ -413,13 +571,13 @@ class Journal:
                         if not fut.done():
                             fut.set_exception(exc)
                 continue
-            for op, ok in zip(batch, results):
+            for op, result in zip(batch, results):
                 for fut, applies in op.futures or ():
                     if not fut.done():
-                        fut.set_result(ok and (applies is None or applies))
+                        fut.set_result(result if op.kind == "call" else bool(result) and applies is not False)
 
-    async def _write(self, batch: list[_Op]) -> list[bool]:
-        results: list[bool] = []
+    async def _write(self, batch: list[_Op]) -> list[Any]:
+        results: list[Any] = []
         async with self._engine.begin() as conn:
             inserts = [op.values for op in batch if op.kind == "insert"]
             if inserts:
@@ -428,6 +586,9 @@ class Journal:
             for op in batch:
                 if op.kind == "insert":
                     results.append(True)
+                    continue
+                if op.kind == "call":
+                    results.append(await op.fn(conn))
                     continue
                 stmt, params = _transition(op.job_id, op.allowed, op.values)
                 ok = (await conn.execute(stmt, params)).rowcount == 1

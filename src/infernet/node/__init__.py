@@ -29,6 +29,7 @@ async def serve(
     backend_url: str | None = None,
     model: str | None = None,
     name: str | None = None,
+    price: dict[str, int] | None = None,
     home: Path | None = None,
     stop: asyncio.Event | None = None,
     capacity: int | None = None,
@@ -43,7 +44,7 @@ async def serve(
     health = await backend.health()
     if not health.ok:
         log.warning("backend %s is not healthy yet: %s (the node keeps trying)", backend_kind, health.detail)
-    node = Node(control_url, ident, backend, name=name or socket.gethostname(), tier=hw["tier"], hardware=hw)
+    node = Node(control_url, ident, backend, name=name or socket.gethostname(), tier=hw["tier"], hardware=hw, price=price)
     stop = stop or asyncio.Event()
     status_task = asyncio.create_task(_write_status(home / "node-status.json", node.status, stop))
     try:

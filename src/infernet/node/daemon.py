@@ -21,7 +21,7 @@ import websockets
 
 from infernet import __version__
 from infernet.backends.base import Backend, BackendError
-from infernet.protocol import auth, keys
+from infernet.protocol import auth, keys, receipts
 from infernet.protocol.messages import (
     Accept,
     Cancel,
@@ -68,6 +68,9 @@ class Node:
     name: str = ""
     tier: str = "cpu"
     hardware: dict[str, Any] = field(default_factory=dict)
+    # Own rates, micro-USDC per million tokens ({"input": .., "output": ..}); the control
+    # plane clamps them into its bounds for this node's tier. None: the tier's rates.
+    price: dict[str, int] | None = None
     status: NodeStatus = field(default_factory=NodeStatus)
 
     def __post_init__(self) -> None:
@@ -152,7 +155,7 @@ class Node:
             self._outbox.clear()
             await ws.send(self._signer.seal(encode(Hello(
                 pubkey=self.identity.pubkey, backend=self.backend.name, models=models, capacity=self._capacity,
-                tier=self.tier, hardware=self.hardware, name=self.name, version=__version__,
+                tier=self.tier, hardware=self.hardware, name=self.name, version=__version__, price=self.price,
             ))))
             self.status.connected = True
             self.status.node_id = self.identity.pubkey
@@ -242,6 +245,18 @@ class Node:
 
     # -- running a job --------------------------------------------------------------------
 
+    def _done(self, job: Job, usage: Usage, finish: str, result: dict[str, Any] | None = None) -> Done:
+        """The job's last frame; with receipt terms, the receipt for what was served, signed."""
+        terms = job.receipt
+        if not terms or terms.get("node_pubkey") != self.identity.pubkey or terms.get("job_id") != job.job_id or terms.get("type") != receipts.RECEIPT_TYPE:
+            return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result)
+        try:
+            body = receipts.complete(terms, usage.prompt_tokens, usage.completion_tokens, int(time.time()))
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("job %s: unusable receipt terms (%s); not signing", job.job_id, exc)
+            return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result)
+        return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result, receipt=body, signature=receipts.sign(self.identity, body))
+
     async def _run_job(self, job: Job) -> None:
         self._send(Accept(job_id=job.job_id))
         sent_any = False
@@ -253,7 +268,7 @@ class Node:
                 result = await self.backend.embed(job.body)
                 u = result.get("usage") or {}
                 usage = Usage(int(u.get("prompt_tokens", 0)), 0)
-                self._send(Done(job_id=job.job_id, usage=usage, result=result))
+                self._send(self._done(job, usage, "stop", result))
                 self.status.jobs_done += 1
                 return
             stream = self.backend.chat(job.body) if job.kind == "chat" else self.backend.complete(job.body)
@@ -272,7 +287,7 @@ class Node:
                 await stream.aclose()
             if usage is None or finish is None:
                 raise BackendError("the engine ended the stream without usage or a finish reason")
-            self._send(Done(job_id=job.job_id, usage=usage, finish_reason=finish))
+            self._send(self._done(job, usage, finish))
             self.status.jobs_done += 1
             self.status.tokens_out += usage.completion_tokens
             elapsed = time.monotonic() - started
@@ -283,7 +298,7 @@ class Node:
             if job.job_id in self._cancelled and self._ws is not None:
                 # Metered for what was delivered: the engine's running usage, else the chunks.
                 delivered = usage or Usage(0, chunks)
-                self._send(Done(job_id=job.job_id, usage=delivered, finish_reason="cancelled"))
+                self._send(self._done(job, delivered, "cancelled"))
             raise
         except BackendError as exc:
             self.status.jobs_failed += 1

@@ -22,6 +22,15 @@ class Identity:
 
     secret: bytes
 
+    def __post_init__(self) -> None:
+        if len(self.secret) != 32:
+            raise ValueError("a secret key is 32 bytes")
+        try:
+            if self.secret not in _KEYS:
+                _KEYS[self.secret] = PrivateKey(self.secret)
+        except Exception:
+            raise ValueError("not a valid secp256k1 secret key (zero, or not below the curve order)") from None
+
     @classmethod
     def generate(cls) -> Identity:
         return cls(PrivateKey().secret)
@@ -35,7 +44,10 @@ class Identity:
 
     @classmethod
     def from_hex(cls, secret_hex: str) -> Identity:
-        raw = bytes.fromhex(secret_hex)
+        try:
+            raw = bytes.fromhex(secret_hex.strip())
+        except ValueError:
+            raise ValueError("not hex") from None
         if len(raw) != 32:
             raise ValueError("a secret key is 32 bytes")
         return cls(raw)

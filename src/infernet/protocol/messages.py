@@ -67,7 +67,10 @@ class Done(msgspec.Struct, frozen=True, tag="done", tag_field="t"):
     usage: Usage
     finish_reason: str = "stop"
     result: dict[str, Any] | None = None  # non-streamed results (embeddings)
-    signature: str | None = None  # the node's receipt signature, when asked
+    # The receipt the node signs when Job.receipt asked for one: the terms it was given plus
+    # the usage it served (see infernet.protocol.receipts), and its BIP-340 signature.
+    receipt: dict[str, Any] | None = None
+    signature: str | None = None
 
 
 class Fail(msgspec.Struct, frozen=True, tag="fail", tag_field="t"):
