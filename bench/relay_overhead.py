@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--chunks", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--as-client", action="store_true", help="use a funded client key (metered, held, settled) instead of the admin key")
     args = ap.parse_args()
     global CHUNKS
     CHUNKS = args.chunks
@@ -104,10 +105,16 @@ def main() -> None:
         _wait(f"http://127.0.0.1:{eport}")
         _wait(f"http://127.0.0.1:{pport}")
         up = UpProcess("--backend", "openai", "--backend-url", f"http://127.0.0.1:{eport}")
+        key = up.key
+        if args.as_client:
+            admin = {"Authorization": f"Bearer {up.key}"}
+            rec = httpx.post(up.url + "/api/v1/keys", json={"name": "bench"}, headers=admin).json()
+            httpx.post(up.url + f"/api/v1/keys/{rec['id']}/credit", json={"amount": "1000.00"}, headers=admin).raise_for_status()
+            key = rec["key"]
         paths = {
             "direct": (f"http://127.0.0.1:{eport}", {}),
             "thin proxy": (f"http://127.0.0.1:{pport}", {}),
-            "infernet": (up.url, {"Authorization": f"Bearer {up.key}"}),
+            "infernet": (up.url, {"Authorization": f"Bearer {key}"}),
         }
         res = asyncio.run(run(paths, args.requests, args.concurrency))
     finally:
@@ -116,7 +123,8 @@ def main() -> None:
         engine.terminate()
         proxy.terminate()
     d = res["direct"]
-    print(f"{args.chunks} chunks per streamed request, {args.requests} requests per path, concurrency {args.concurrency} for req/s")
+    who = "a funded client key" if args.as_client else "the operator's admin key"
+    print(f"{args.chunks} chunks per streamed request, {args.requests} requests per path, concurrency {args.concurrency} for req/s; infernet with {who}")
     print(f"{'path':<12}{'p50 ms':>9}{'p90 ms':>9}{'added p50 ms':>14}{'req/s':>9}{'req/s vs direct':>17}")
     for k, r in res.items():
         print(f"{k:<12}{r['p50']:>9.2f}{r['p90']:>9.2f}{r['p50'] - d['p50']:>14.2f}{r['rps']:>9.1f}{r['rps'] / d['rps']:>17.2f}")

@@ -95,8 +95,13 @@ class Billing:
             return self.ledger.hold_in(conn, job_id, key_id, amount, overdraft=is_admin, min_balance=table.min_balance, spend_limit=limits.spend_limit)
 
         # Holds, settlements and releases ride the store's journal, batched and in order with
-        # the jobs' own writes. The hold is awaited even for an admin key (never refused):
-        # the job must not start before the money it may cost is committed to escrow.
+        # the jobs' own writes. A hold that can be refused is committed at once and awaited:
+        # the job must not start before its money is in escrow. An admin key's hold without a
+        # spend limit cannot be refused, so it rides the next batch, ahead of the job's own
+        # settlement (the journal keeps order).
+        if is_admin and limits.spend_limit is None:
+            self.store.journal.submit(hold)
+            return body
         queued = self.store.journal.submit(hold, urgent=True)
         try:
             refused = await queued

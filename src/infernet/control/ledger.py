@@ -17,6 +17,7 @@ conditional UPDATE on its status. `check()` proves the books balance.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -26,8 +27,45 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from infernet.control.store import Store, api_keys, balances, holds, ledger_entries, payouts, receipts, upsert
+from infernet.control.store import Store, api_keys, balances, holds, ledger_entries, payouts, receipts
 from infernet.protocol import receipts as cpr
+
+# Statements are built once per dialect and shape: building a SQLAlchemy construct costs far
+# more than running it, and a job moves money three times.
+
+
+@functools.lru_cache(maxsize=8)
+def _balance_add(dialect: str) -> Any:
+    """INSERT a delta, or add it to the existing balance; executemany-able."""
+    ins = _insert_for(dialect)(balances)
+    return ins.on_conflict_do_update(index_elements=["account"], set_={"balance": balances.c.balance + ins.excluded.balance})
+
+
+@functools.lru_cache(maxsize=8)
+def _balance_open(dialect: str) -> Any:
+    return _insert_for(dialect)(balances).on_conflict_do_nothing(index_elements=["account"])
+
+
+def _insert_for(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+@functools.lru_cache(maxsize=2)
+def _take(overdraft: bool) -> Any:
+    cond = balances.c.account == sa.bindparam("p_account")
+    if not overdraft:
+        cond = sa.and_(cond, balances.c.balance >= sa.bindparam("p_need"))
+    return balances.update().where(cond).values(balance=balances.c.balance)
+
+
+_HOLD_FOR_UPDATE = sa.select(holds).where(holds.c.job_id == sa.bindparam("p_job")).with_for_update()
+_END_HOLD = holds.update().where(holds.c.job_id == sa.bindparam("p_job"), holds.c.status == "held").values(
+    status=sa.bindparam("p_status"), charged=sa.bindparam("p_charged"), settled_at=sa.bindparam("p_at")
+)
 
 DEPOSITS = "external:deposits"
 PAYOUTS = "external:payouts"
@@ -91,8 +129,7 @@ class Ledger:
         if not rows:
             return
         await conn.execute(ledger_entries.insert(), rows)
-        for r in rows:
-            await conn.execute(upsert(conn, balances, ["account"], {"account": r["account"], "balance": r["amount"]}, {"balance": balances.c.balance + r["amount"]}))
+        await conn.execute(_balance_add(conn.dialect.name), [{"account": r["account"], "balance": r["amount"]} for r in rows])
 
     # -- movements ------------------------------------------------------------------------
 
@@ -136,19 +173,16 @@ class Ledger:
             raise ValueError("a hold is not negative")
         now = time.time() if now is None else now
         acct = client_account(key_id)
-        await conn.execute(upsert(conn, balances, ["account"], {"account": acct, "balance": 0}, None))
-        cond = balances.c.account == acct
-        if not overdraft:
-            cond = sa.and_(cond, balances.c.balance >= max(amount, min_balance))
+        await conn.execute(_balance_open(conn.dialect.name), {"account": acct, "balance": 0})
         # Also takes the row lock: the spend check below sees every earlier hold of this key.
-        res = await conn.execute(balances.update().where(cond).values(balance=balances.c.balance))
+        res = await conn.execute(_take(overdraft), {"p_account": acct, "p_need": max(amount, min_balance)} if not overdraft else {"p_account": acct})
         if res.rowcount != 1:
             return InsufficientFunds(await self._balance(conn, acct), max(amount, min_balance))
         if spend_limit is not None:
             spent = await self._spent(conn, key_id, now)
             if spent + amount > spend_limit:
                 return SpendLimitReached(spent, spend_limit, amount)
-        await conn.execute(holds.insert().values(job_id=job_id, key_id=key_id, amount=amount, status="held", charged=0, created_at=now))
+        await conn.execute(holds.insert(), {"job_id": job_id, "key_id": key_id, "amount": amount, "status": "held", "charged": 0, "created_at": now})
         await self._post(conn, "hold", job_id, [(acct, -amount), (ESCROW, amount)])
         return None
 
@@ -156,22 +190,21 @@ class Ledger:
         """'settled', 'ended' (no open hold) or 'over hold' (nothing written). The receipt row is
         written with the money: money moves if and only if a countersigned receipt exists."""
         body = receipt.body
-        row = (await conn.execute(sa.select(holds).where(holds.c.job_id == job_id).with_for_update())).first()
+        row = (await conn.execute(_HOLD_FOR_UPDATE, {"p_job": job_id})).first()
         if row is None or row.status != "held":
             return "ended"
         if body["price"] > row.amount:
             return "over hold"
-        res = await conn.execute(
-            holds.update().where(holds.c.job_id == job_id, holds.c.status == "held").values(status="settled", charged=body["price"], settled_at=time.time())
-        )
+        res = await conn.execute(_END_HOLD, {"p_job": job_id, "p_status": "settled", "p_charged": body["price"], "p_at": time.time()})
         if res.rowcount != 1:
             return "ended"
         await conn.execute(
-            receipts.insert().values(
-                job_id=job_id, node_pubkey=body["node_pubkey"], key_id=row.key_id, price=body["price"], fee=body["fee"], value=body["value"],
-                completed_at=body["completed_at"], body=cpr.canonical(body).decode(), node_signature=receipt.node_signature,
-                platform_signature=receipt.platform_signature,
-            )
+            receipts.insert(),
+            {
+                "job_id": job_id, "node_pubkey": body["node_pubkey"], "key_id": row.key_id, "price": body["price"], "fee": body["fee"], "value": body["value"],
+                "completed_at": body["completed_at"], "body": cpr.canonical(body).decode(), "node_signature": receipt.node_signature,
+                "platform_signature": receipt.platform_signature,
+            },
         )
         await self._post(conn, "settle", job_id, [
             (ESCROW, -row.amount),
@@ -182,10 +215,10 @@ class Ledger:
         return "settled"
 
     async def release_in(self, conn: Any, job_id: str) -> bool:
-        row = (await conn.execute(sa.select(holds).where(holds.c.job_id == job_id).with_for_update())).first()
+        row = (await conn.execute(_HOLD_FOR_UPDATE, {"p_job": job_id})).first()
         if row is None or row.status != "held":
             return False
-        res = await conn.execute(holds.update().where(holds.c.job_id == job_id, holds.c.status == "held").values(status="released", settled_at=time.time()))
+        res = await conn.execute(_END_HOLD, {"p_job": job_id, "p_status": "released", "p_charged": 0, "p_at": time.time()})
         if res.rowcount != 1:
             return False
         await self._post(conn, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])

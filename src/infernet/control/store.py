@@ -249,11 +249,12 @@ class Store:
     @classmethod
     async def open(cls, url: str) -> Store:
         sa_url = _sqlalchemy_url(url)
-        kwargs: dict[str, Any] = {}
+        engine: Any
         if sa_url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        engine = create_async_engine(sa_url, **kwargs)
-        if sa_url.startswith("sqlite"):
+            from infernet.control.inline_sqlite import InlineEngine
+
+            sync_url = "sqlite:///" + sa_url.split(":///", 1)[1]
+            engine = InlineEngine(sa.create_engine(sync_url, connect_args={"timeout": 30}))
 
             @sa.event.listens_for(engine.sync_engine, "connect")
             def _pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -262,6 +263,8 @@ class Store:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
 
+        else:
+            engine = create_async_engine(sa_url)
         store = cls(engine)
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
@@ -497,6 +500,7 @@ class _Op:
     # (future, whether it applied) — None: decided when the batch commits
     futures: list[tuple[asyncio.Future[Any], bool | None]] | None = None
     fn: Any = None
+    urgent: bool = False
 
 
 class Journal:
@@ -536,8 +540,10 @@ class Journal:
                 if op.events:
                     pending_insert.events = (pending_insert.events or []) + op.events
             pending_insert.futures = (pending_insert.futures or []) + [(fut, applies)]
+            pending_insert.urgent |= urgent
         else:
             op.futures = [(fut, None)]
+            op.urgent = urgent
             self._pending.append(op)
             if op.kind == "insert":
                 self._inserts[op.job_id] = op
@@ -562,19 +568,23 @@ class Journal:
                 pass
             self._flush_now.clear()
             batch, self._pending, self._inserts = self._pending, [], {}
-            try:
-                results = await self._write(batch)
-            except Exception as exc:
-                log.exception("a batch of %d job writes failed", len(batch))
-                for op in batch:
-                    for fut, _ in op.futures or ():
-                        if not fut.done():
-                            fut.set_exception(exc)
-                continue
-            for op, result in zip(batch, results):
-                for fut, applies in op.futures or ():
+            for part in _urgent_first(batch):
+                await self._commit(part)
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        try:
+            results = await self._write(batch)
+        except Exception as exc:
+            log.exception("a batch of %d job writes failed", len(batch))
+            for op in batch:
+                for fut, _ in op.futures or ():
                     if not fut.done():
-                        fut.set_result(result if op.kind == "call" else bool(result) and applies is not False)
+                        fut.set_exception(exc)
+            return
+        for op, result in zip(batch, results):
+            for fut, applies in op.futures or ():
+                if not fut.done():
+                    fut.set_result(result if op.kind == "call" else bool(result) and applies is not False)
 
     async def _write(self, batch: list[_Op]) -> list[Any]:
         results: list[Any] = []
@@ -611,6 +621,19 @@ class Journal:
         if self._pending:
             self._flush_now.set()
         await self._idle.wait()
+
+
+def _urgent_first(batch: list[_Op]) -> list[list[_Op]]:
+    """Split a batch so that an awaited job write (a claim) commits in a small transaction of
+    its own, ahead of the bulk, taking along every earlier write of the same job so that each
+    job's writes keep their order. Ledger movements never jump the queue: a hold must see every
+    settlement queued before it, or it could refuse money that is about to come back."""
+    if not any(op.urgent for op in batch) or any(op.urgent and op.kind == "call" for op in batch):
+        return [batch]
+    jobs_ = {op.job_id for op in batch if op.urgent}
+    first = [op for op in batch if op.kind != "call" and op.job_id in jobs_]
+    rest = [op for op in batch if op.kind == "call" or op.job_id not in jobs_]
+    return [first, rest] if rest else [first]
 
 
 def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
