@@ -409,11 +409,8 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
 
         async def handler(request: Request) -> Response:
             body = await request.body()
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             try:
-                signed = auth.check_request(request.headers.get(auth.AUTH_HEADER), request.method, target, body)
-                if not await store.use_nonce(signed.nonce, signed.pubkey):
-                    raise auth.AuthError("replayed nonce")
+                signed = await store.check_signed(request.headers.get(auth.AUTH_HEADER), request.method, request.url, body)
             except auth.AuthError as exc:
                 return APIError(401, f"Node signature rejected: {exc}.", type="authentication_error", code="invalid_signature").response()
             try:

@@ -511,11 +511,8 @@ class Hub:
     # -- node connections -----------------------------------------------------------------
 
     async def serve_node(self, ws: WebSocket) -> None:
-        target = ws.url.path + (f"?{ws.url.query}" if ws.url.query else "")
         try:
-            signed = auth.check_request(ws.headers.get(auth.AUTH_HEADER), "GET", target)
-            if not await self.store.use_nonce(signed.nonce, signed.pubkey):
-                raise auth.AuthError("replayed nonce")
+            signed = await self.store.check_signed(ws.headers.get(auth.AUTH_HEADER), "GET", ws.url)
         except auth.AuthError as exc:
             log.warning("node connection refused: %s", exc)
             await ws.close(code=4401, reason=str(exc)[:120])

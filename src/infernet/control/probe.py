@@ -74,11 +74,8 @@ def routes(cp: ControlPlane) -> list[Route]:
         return _json({"bytes": size, "server_s": (last - first) if first and last else 0.0, "client_ip": ip, "rdns": await _rdns(ip)})
 
     async def whoami(request: Request) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
-            signed = auth.check_request(request.headers.get(auth.AUTH_HEADER), "GET", target)
-            if not await cp.store.use_nonce(signed.nonce, signed.pubkey):
-                raise auth.AuthError("replayed nonce")
+            signed = await cp.store.check_signed(request.headers.get(auth.AUTH_HEADER), "GET", request.url)
         except auth.AuthError as exc:
             return APIError(401, f"{exc}: sign this request with the node's key", type="authentication_error", code="bad_signature").response()
         row = next((r for r in await cp.store.list_nodes() if r["id"] == signed.pubkey), None)

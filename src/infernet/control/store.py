@@ -383,6 +383,18 @@ class Store:
             return False
         return True
 
+    async def check_signed(self, header: str | None, method: str, url: Any, body: bytes = b"") -> Any:
+        """A node-signed request (`X-Infernet-Auth`) whose nonce no replica has seen before.
+
+        Raises `auth.AuthError` saying why not. `url` is the request's Starlette URL."""
+        from infernet.protocol import auth
+
+        target = url.path + (f"?{url.query}" if url.query else "")
+        signed = auth.check_request(header, method, target, body)
+        if not await self.use_nonce(signed.nonce, signed.pubkey):
+            raise auth.AuthError("replayed nonce")
+        return signed
+
     # -- nodes ----------------------------------------------------------------------------
 
     async def upsert_node(self, node_id: str, **fields: Any) -> None:
