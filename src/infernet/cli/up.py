@@ -106,7 +106,7 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
                 Panel.fit(
                     f"[bold]OpenAI base URL[/]  {url}/v1\n"
                     f"[bold]API key[/]          {api_key}\n"
-                    f"[bold]Dashboard[/]        {url}/dashboard\n"
+                    f"[bold]Dashboard[/]        {url}/dashboard#key={api_key}\n"
                     f"[bold]Models[/]           {served}\n"
                     f"[bold]Data[/]             {home}\n\n"
                     f'Try: [cyan]infernet chat "What is 2+2?"[/]   (Ctrl-C stops the network)',
