@@ -108,8 +108,7 @@ async def test_waiting_jobs_are_served_round_robin_across_keys(tmp_path):
     async with Network.start(tmp=tmp_path, settings=quiet()) as net:
         engine = Recording(reply="a b c", delay_s=0.02, slots=1)
         await net.add_node(engine)
-        async with net.client() as admin:
-            api_keys = [await net.funded_key(n) for n in ("alice", "bob")]
+        api_keys = [await net.funded_key(n) for n in ("alice", "bob")]
         async with net.client(api_keys[0]) as alice, net.client(api_keys[1]) as bob:
             for i in range(6):
                 assert (await alice.post("/api/v1/jobs", json=ask(f"A{i}"))).status_code == 202
@@ -379,7 +378,7 @@ async def test_a_node_faking_its_engine_is_caught_by_canaries_and_loses_its_shar
     reference = keys.Identity.generate()
     policy = VerifyPolicy(canary_rate=0.5, trusted_nodes=frozenset({reference.pubkey}))
     async with Network.start(tmp=tmp_path, settings=quiet(verify=policy)) as net:
-        trusted = await net.add_node(Recording(), name="trusted", identity=reference)
+        await net.add_node(Recording(), name="trusted", identity=reference)
         honest = await net.add_node(Recording(), name="honest")
         faker = await net.add_node(Recording(reply="Sure! Here is a confident answer I did not compute."), name="faker", tier=">=48gb")
         fid = faker.node.identity.pubkey

@@ -56,6 +56,17 @@ def status_error(engine: str, status: int, body: bytes | str, *, model: str | No
     return BackendError(f"{engine} answered HTTP {status}: {msg}", retryable=status >= 500)
 
 
+def stream_event(engine: str, raw: str) -> dict[str, Any]:
+    """One JSON object from an engine's stream (an NDJSON line or an SSE `data:` payload)."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        raise BackendError(f"{engine} sent invalid JSON in its stream: {raw[:80]!r}") from None
+    if not isinstance(event, dict):
+        raise BackendError(f"{engine} sent an unexpected stream event: {raw[:80]!r}")
+    return event
+
+
 def unreachable(engine: str, url: str, exc: Exception) -> BackendError:
     return BackendError(f"{engine} at {url} is unreachable ({type(exc).__name__}: {exc})", retryable=True, code="backend_unavailable")
 

@@ -22,6 +22,7 @@ import httpx
 
 from infernet.backends._http import (
     INFO_TIMEOUT,
+    stream_event,
     TIMEOUT,
     embedding_inputs,
     embedding_response,
@@ -95,12 +96,7 @@ class OllamaBackend:
                 async for line in r.aiter_lines():
                     if not line.strip():
                         continue
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        raise BackendError(f"ollama sent invalid JSON in its stream: {line[:80]!r}") from None
-                    if not isinstance(event, dict):
-                        raise BackendError(f"ollama sent an unexpected stream line: {line[:80]!r}")
+                    event = stream_event("ollama", line)
                     if "error" in event:
                         raise BackendError(f"ollama: {error_text(json.dumps(event))}", code="backend_error")
                     yield event

@@ -17,7 +17,6 @@ An operator's `--capacity` overrides all of these.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import httpx
 
 from infernet.backends._http import (
     INFO_TIMEOUT,
+    stream_event,
     TIMEOUT,
     embedding_inputs,
     embedding_response,
@@ -268,12 +268,7 @@ class OpenAICompatBackend:
                         continue  # blank separators, comments (pings), event:/id: lines
                     if data == "[DONE]":
                         break
-                    try:
-                        event = json.loads(data)
-                    except ValueError:
-                        raise BackendError(f"{self.name} sent invalid JSON in its stream: {data[:80]!r}") from None
-                    if not isinstance(event, dict):
-                        raise BackendError(f"{self.name} sent an unexpected stream event: {data[:80]!r}")
+                    event = stream_event(self.name, data)
                     if "error" in event or event.get("object") == "error":
                         raise BackendError(f"{self.name} failed mid-stream: {error_text(data)}")
                     if isinstance(event.get("usage"), dict):

@@ -44,7 +44,7 @@ def up(
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
     if port and not _port_free(host, port):
-        fail(f"port {port} on {host} is in use", f"is another `infernet up` running? pick another with --port")
+        fail(f"port {port} on {host} is in use", "is another `infernet up` running? pick another with --port")
     saved = config.read_json(config.client_file(home))
     api_key = os.environ.get("INFERNET_API_KEY") or saved.get("api_key")
     if not api_key:
