@@ -235,3 +235,20 @@ async def test_dashboard_page_is_served_without_a_key(tmp_path):
             r = await c.get("/dashboard")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert "/api/v1/nodes" in r.text and "Authorization" in r.text
+
+
+async def test_metrics_count_jobs_and_real_tokens_for_admins_only(tmp_path):
+    async with Network.start(tmp=tmp_path) as net:
+        await net.add_node(FakeBackend(reply="one two three"))
+        async with net.client() as c:
+            for _ in range(2):
+                r = await c.post("/v1/chat/completions", json={"model": "fake-model", "messages": [{"role": "user", "content": "a b"}]})
+                assert r.status_code == 200
+            text = (await c.get("/metrics")).text
+        assert 'infernet_jobs_total{kind="chat",model="fake-model",status="completed"} 2.0' in text
+        assert 'infernet_tokens_total{direction="output",model="fake-model"} 6.0' in text
+        assert 'infernet_tokens_total{direction="input",model="fake-model"} 4.0' in text
+        assert "infernet_nodes_online 1.0" in text
+        client_key = await net.funded_key("carol")
+        async with net.client(client_key) as c:
+            assert (await c.get("/metrics")).status_code == 403

@@ -98,6 +98,9 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         # Static page; it calls the same API with the key the operator pastes in.
         return HTMLResponse(_DASHBOARD.read_text())
 
+    async def metrics(request: Request, key: KeyRecord) -> Response:
+        return Response(hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok", "version": __version__, "nodes": len(hub.nodes)})
 
@@ -473,6 +476,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     routes = [
         Route("/healthz", healthz),
         Route("/dashboard", dashboard),
+        Route("/metrics", endpoint(metrics, admin=True)),
         Route("/v1/models", endpoint(list_models)),
         Route("/v1/chat/completions", endpoint(chat_completions), methods=["POST"]),
         Route("/v1/completions", endpoint(completions), methods=["POST"]),

@@ -30,6 +30,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from infernet.control.billing import Billing
 from infernet.control.circuit import Breaker, BreakerPolicy
 from infernet.control.jobs import LiveJob
+from infernet.control.metrics import Metrics
 from infernet.control.queue import FairQueue, QueueFull
 from infernet.control.reputation import Reputation
 from infernet.control.router import Fleet, NodeSnapshot, RouteRequest, choose, eligible, feasible
@@ -136,6 +137,7 @@ class Hub:
         self.verifier = Verifier(s.verify, self._run_internal, self._verdict, random.Random(s.seed))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._persisting: set[asyncio.Task[Any]] = set()
+        self.metrics = Metrics(self)
         self._job_s = 0.0  # moving average of a job's run time, for Retry-After
 
     # -- views ----------------------------------------------------------------------------
@@ -482,6 +484,7 @@ class Hub:
         # readable from memory (`hub.jobs`) until its final row is committed, so whoever sees
         # the final event can always read the final state.
         job.finish(status, error=error)
+        self.metrics.job_ended(job)
         task = asyncio.create_task(self._persist_end(job, status, allowed))
         self._persisting.add(task)
         task.add_done_callback(self._persisting.discard)

@@ -1,0 +1,49 @@
+"""Prometheus metrics for operators: `GET /metrics` (admin key).
+
+Recorded once per job when it ends, never per token, so the relay path pays nothing.
+Each control plane has its own registry, so several in one process (tests) never collide.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from infernet.control.hub import Hub
+    from infernet.control.jobs import LiveJob
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, hub: Hub) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter("infernet_jobs", "Jobs that ended, by kind, status and model.", ["kind", "status", "model"], registry=r)
+        self.tokens = Counter("infernet_tokens", "Tokens metered from the engines' own usage.", ["direction", "model"], registry=r)
+        self.ttft = Histogram("infernet_time_to_first_token_seconds", "From the job frame to the node until its first token.", ["model"], buckets=_LATENCY, registry=r)
+        self.duration = Histogram("infernet_job_seconds", "From submission until the job ended.", ["kind", "model"], buckets=_LATENCY, registry=r)
+        Gauge("infernet_nodes_online", "Nodes connected to this control plane.", registry=r).set_function(lambda: len(hub.nodes))
+        Gauge("infernet_jobs_live", "Jobs queued or running on this control plane.", registry=r).set_function(lambda: len(hub.jobs))
+        Gauge("infernet_slots_free", "Free job slots across online nodes.", registry=r).set_function(
+            lambda: sum(max(0, c.capacity - len(c.active)) for c in hub.nodes.values())
+        )
+
+    def job_ended(self, job: LiveJob) -> None:
+        if job.purpose != "client":
+            return
+        self.jobs.labels(job.kind, job.status, job.model).inc()
+        usage = job.usage or {}
+        if usage.get("prompt_tokens"):
+            self.tokens.labels("input", job.model).inc(usage["prompt_tokens"])
+        if usage.get("completion_tokens"):
+            self.tokens.labels("output", job.model).inc(usage["completion_tokens"])
+        if job.first_at and job.sent_at:
+            self.ttft.labels(job.model).observe(max(0.0, job.first_at - job.sent_at))
+        self.duration.labels(job.kind, job.model).observe(max(0.0, time.time() - job.created))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
