@@ -252,3 +252,19 @@ async def test_metrics_count_jobs_and_real_tokens_for_admins_only(tmp_path):
         client_key = await net.funded_key("carol")
         async with net.client(client_key) as c:
             assert (await c.get("/metrics")).status_code == 403
+
+
+async def test_oversized_bodies_are_refused_with_413(tmp_path):
+    async with Network.start(tmp=tmp_path) as net:
+        await net.add_node(FakeBackend())
+        async with net.client() as c:
+            huge = b'{"model": "fake-model", "messages": [{"role": "user", "content": "' + b"x" * (41 * 1024 * 1024) + b'"}]}'
+            r = await c.post("/v1/chat/completions", content=huge, headers={"content-type": "application/json"})
+            assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+            async def chunks():
+                for _ in range(42):
+                    yield b"x" * (1024 * 1024)
+
+            r = await c.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+            assert r.status_code == 413

@@ -15,13 +15,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from infernet import __version__, config
 from infernet.control import errors, pricing, probe, schemas
 from infernet.control.billing import Billing, platform_identity
-from infernet.control.errors import APIError
+from infernet.control.errors import APIError, BodyLimit
 from infernet.control.hub import CONNECT_PATH, Hub, Settings
 from infernet.control.jobs import LiveJob
 from infernet.control.openai_format import ChunkWriter, chat_response, completion_response, sse
@@ -503,7 +504,9 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
         WebSocketRoute(CONNECT_PATH, node_socket),
         *probe.routes(cp),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: on_http_error, Exception: on_crash})
+    # Bodies are read whole; a cap keeps one client from exhausting memory (the probe's upload
+    # test sends up to 32 MiB).
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: on_http_error, Exception: on_crash}, middleware=[Middleware(BodyLimit, max_bytes=40 * 1024 * 1024)])
     app.state.cp = cp
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import JSONResponse
 
 
@@ -83,3 +85,30 @@ def rate_limited(retry_after: float) -> APIError:
         code="rate_limit_exceeded",
         headers={"Retry-After": str(wait)},
     )
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `max_bytes` with a 413, read or declared."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = APIError(413, f"The request body is over {self.max_bytes // (1024 * 1024)} MiB.", code="payload_too_large")
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                return await too_large.response()(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise too_large  # the endpoint wrapper turns it into the 413
+            return message
+
+        await self.app(scope, counted, send)
