@@ -16,7 +16,7 @@ from infernet.backends import CHOICES, Backend, BackendError, create
 from infernet.backends.fit import check_fit, human
 from infernet.cli.app import app, console, fail
 
-model_app = typer.Typer(help="Models on this node's engine: list, pull, rm, use, show.", no_args_is_help=True)
+model_app = typer.Typer(help="Models: list, pull, rm, use, show on this node's engine; recommend what fits this machine.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(model_app, name="models", hidden=True)
 
