@@ -7,6 +7,7 @@ real embedded model). Use `async with Network.start(...) as net:`.
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import socket
 from collections.abc import AsyncIterator
@@ -80,6 +81,21 @@ class Network:
             r = await admin.post(f"/api/v1/keys/{rec['id']}/credit", json={"amount": usdc})
             assert r.status_code == 200, r.text
         return rec["key"]
+
+    @staticmethod
+    async def hang_up_after(client: httpx.AsyncClient, body: dict[str, Any], events: int = 5) -> str:
+        """Stream a chat completion, read `events` SSE events, then drop the connection as a
+        client that goes away would. Returns the job id."""
+        job_id = ""
+        async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+            seen = 0
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    seen += 1
+                    job_id = json.loads(line[6:])["id"]
+                    if seen == events:
+                        break
+        return job_id
 
     async def wait_for(self, cond: Any, timeout: float = 20.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -154,14 +154,7 @@ async def test_client_disconnect_cancels_the_job_on_the_node(tmp_path):
         engine = FakeBackend(reply=" ".join(["w"] * 500), delay_s=0.01)
         await net.add_node(engine)
         async with net.client() as c:
-            async with c.stream("POST", "/v1/chat/completions", json={"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as r:
-                n = 0
-                async for line in r.aiter_lines():
-                    if line.startswith("data: "):
-                        n += 1
-                        job_id = json.loads(line[6:])["id"]
-                        if n == 5:
-                            break
+            job_id = await net.hang_up_after(c, {"model": "fake-model", "messages": [{"role": "user", "content": "x"}]})
             await net.wait_for(lambda: engine.cancelled == 1)
             await net.wait_for(lambda: not net.hub.jobs)
             job = (await c.get(f"/api/v1/jobs/{job_id}")).json()

@@ -108,8 +108,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     async def list_models(request: Request, key: KeyRecord) -> Response:
         data = []
         for name, kind in sorted(hub.models().items()):
-            serving = [c for c in hub.nodes.values() if name in c.models]
-            data.append({"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(serving)})
+            data.append({"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(hub.fleet.serving(name))})
         return _json({"object": "list", "data": data})
 
     # -- inference ------------------------------------------------------------------------
@@ -117,8 +116,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     async def start_job(key: KeyRecord, kind: str, req: Any, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
         model = req.model
         route = schemas.route_of(req)
-        hub.check_servable(model)
-        served_kind = hub.models()[model]
+        served_kind = hub.check_servable(model)
         if (kind == "embedding") != (served_kind == "embedding"):
             raise errors.bad_request(f"`{model}` is a{'n embedding' if served_kind == 'embedding' else ' chat'} model; use the matching endpoint.", param="model", code="model_not_supported")
         return await hub.submit(key.id, kind, model, body, idem, route)

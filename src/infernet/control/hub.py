@@ -153,13 +153,25 @@ class Hub:
     def snapshots(self) -> list[NodeSnapshot]:
         return list(self.fleet.nodes.values())
 
-    def check_servable(self, model: str) -> None:
+    def model_kind(self, model: str) -> str | None:
+        """"chat" or "embedding" for a model some online node serves, else None. From the
+        fleet index: a request never walks the whole fleet."""
+        for snap in self.fleet.serving(model):
+            conn = self.nodes.get(snap.node_id)
+            if conn is not None:
+                return next((m.kind for m in conn.hello.models if m.name == model), "chat")
+        return None
+
+    def check_servable(self, model: str) -> str:
+        """The model's kind; 503 when no node is online, 404 when none serves the model."""
         from infernet.control import errors
 
         if not self.nodes:
             raise errors.no_nodes()
-        if model not in self.models():
+        kind = self.model_kind(model)
+        if kind is None:
             raise errors.model_not_found(model)
+        return kind
 
     def breaker(self, node_id: str) -> Breaker:
         b = self.breakers.get(node_id)
