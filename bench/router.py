@@ -4,7 +4,7 @@
 
 The fleet: nodes spread over the five tiers and three models, each with 1-8 slots, about
 half of the slots busy, measured speed/latency/reputation/price all varied. `choose` is the
-router the hub uses (indexed, power-of-4 choices); the baseline scores every node, as the
+router placement uses (indexed, power-of-4 choices); the baseline scores every node, as the
 first router did. Both run in the same process on the same fleet and the same requests.
 """
 
@@ -17,7 +17,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from infernet.control.router import TIERS, Fleet, NodeSnapshot, RouteRequest, best_of, choose
+from infernet.control.dispatch.router import TIERS, Fleet, NodeSnapshot, RouteRequest, best_of, choose
 
 MODELS = ("qwen2.5:7b", "llama3.1:8b", "qwen2.5:72b")
 
@@ -75,7 +75,7 @@ def main() -> None:
         busy = [s for s in nodes if s.active < s.capacity]
         flip = iter(range(10**9))
 
-        def update() -> None:  # what the hub does when a job starts or ends on a node
+        def update() -> None:  # what placement does when a job starts or ends on a node
             s = busy[next(flip) % len(busy)]
             fleet.put(s)
 

@@ -19,8 +19,8 @@ import httpx
 import uvicorn
 
 from infernet.backends.base import Backend
-from infernet.control.app import ControlPlane, create_app
-from infernet.control.hub import Settings
+from infernet.control import ControlPlane, create_app
+from infernet.control import Settings
 from infernet.node.daemon import Node
 from infernet.protocol import keys
 
@@ -38,9 +38,32 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+class HangableNode(Node):
+    """A node daemon that can go silent while it stays connected, as a hung node does: no
+    heartbeats, no frames, until `release`."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._held: list[Any] | None = None
+
+    def hold(self) -> None:
+        self._held = []
+
+    def release(self) -> None:
+        frames, self._held = self._held or [], None
+        for frame in frames:
+            super()._send(frame)
+
+    def _send(self, frame: Any) -> None:
+        if self._held is not None:
+            self._held.append(frame)
+        else:
+            super()._send(frame)
+
+
 @dataclass
 class RunningNode:
-    node: Node
+    node: HangableNode
     stop: asyncio.Event
     task: asyncio.Task[None]
 
@@ -58,20 +81,16 @@ class Network:
     serving: asyncio.Task[None]
     nodes: list[RunningNode] = field(default_factory=list)
 
-    @property
-    def hub(self):  # type: ignore[no-untyped-def]
-        return self.cp.hub
-
     def client(self, key: str = ADMIN_KEY) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
     async def add_node(self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True, price: dict[str, int] | None = None) -> RunningNode:
-        node = Node(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price)
+        node = HangableNode(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price)
         stop = asyncio.Event()
         running = RunningNode(node, stop, asyncio.create_task(node.run(stop)))
         self.nodes.append(running)
         if wait:
-            await self.wait_for(lambda: node.identity.pubkey in self.hub.nodes)
+            await self.wait_for(lambda: node.identity.pubkey in self.cp.sessions.nodes)
         return running
 
     async def funded_key(self, name: str, usdc: str = "10.00") -> str:

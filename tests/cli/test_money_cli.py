@@ -40,7 +40,7 @@ async def test_fund_chat_receipt_payments_payout_and_verify(tmp_path):
         assert code == 0 and "balance 1.250000 USDC" in out, out
         code, out = await cli(tmp_path, "chat", "hello there", url=net.url, key=secret)
         assert code == 0 and "paid words here" in out, out
-        job_id = (await net.cp.store.list_jobs(key_id))[0]["id"]
+        job_id = (await net.cp.store.jobs.list(key_id))[0]["id"]
         code, out = await cli(tmp_path, "receipt", "get", job_id, "-o", str(tmp_path / "r.json"), url=net.url, key=secret)
         assert code == 0, out
         code, out = await cli(tmp_path, "balance", url=net.url, key=secret)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import uvicorn
 
-from infernet.control.app import ControlPlane, create_app
-from infernet.control.hub import Settings
+from infernet.control import ControlPlane, create_app
+from infernet.control import Settings
 from tests.harness import ADMIN_KEY
 
 

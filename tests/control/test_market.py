@@ -12,12 +12,12 @@ import pytest
 
 from infernet.backends.fake import FakeBackend
 from infernet.control import schemas
-from infernet.control.circuit import BreakerPolicy
-from infernet.control.hub import INTERNAL_KEY_ID, Settings
-from infernet.control.jobs import LiveJob
-from infernet.control.router import TIERS, RouteRequest
+from infernet.control.health.circuit import BreakerPolicy
+from infernet.control import Settings
+from infernet.control.dispatch.driver import INTERNAL_KEY_ID
+from infernet.control.dispatch.router import TIERS, RouteRequest
 from infernet.control.store import Store
-from infernet.control.verify import VerifyPolicy
+from infernet.control.health.verify import VerifyPolicy
 from infernet.node.daemon import Node
 from infernet.protocol import keys
 from infernet.protocol.messages import Done, Job
@@ -49,7 +49,7 @@ class Recording(FakeBackend):
 
 
 async def client_jobs(net: Network) -> list[dict[str, Any]]:
-    rows = await net.cp.store.list_jobs(limit=10_000)
+    rows = await net.cp.store.jobs.list(limit=10_000)
     return [r for r in rows if r["key_id"] != INTERNAL_KEY_ID]
 
 
@@ -90,7 +90,7 @@ async def test_constraints_in_the_infernet_object(tmp_path):
             assert r.json()["choices"][0]["message"]["content"] == "small"
             r = await c.post("/api/v1/jobs", json=ask(infernet={"node": small.node.identity.pubkey}))
             assert r.status_code == 202
-            await net.wait_for(lambda: not net.hub.jobs)
+            await net.wait_for(lambda: not net.cp.driver.jobs)
             r = await c.post(CHAT, json=ask(infernet={"min_tier": ">=48gb"}))
             assert r.status_code == 503 and r.json()["error"]["code"] == "no_eligible_node"
             for bad, param in (({"min_tier": "huge"}, "infernet.min_tier"), ({"max_price": -1}, "infernet.max_price"), ({"node": "zz"}, "infernet.node"), ({"colour": "red"}, "infernet")):
@@ -114,7 +114,7 @@ async def test_waiting_jobs_are_served_round_robin_across_keys(tmp_path):
                 assert (await alice.post("/api/v1/jobs", json=ask(f"A{i}"))).status_code == 202
             for i in range(2):
                 assert (await bob.post("/api/v1/jobs", json=ask(f"B{i}"))).status_code == 202
-            await net.wait_for(lambda: len(engine.bodies) == 8 and not net.hub.jobs)
+            await net.wait_for(lambda: len(engine.bodies) == 8 and not net.cp.driver.jobs)
         order = [b["messages"][0]["content"] for b in engine.bodies]
         assert order == ["A0", "A1", "B0", "A2", "B1", "A3", "A4", "A5"]
 
@@ -124,9 +124,9 @@ async def test_a_full_queue_refuses_at_once_and_a_deadline_gives_429(tmp_path):
         await net.add_node(FakeBackend(reply=" ".join(["w"] * 200), delay_s=0.01, slots=1))
         async with net.client() as c:
             running = asyncio.create_task(c.post(CHAT, json=ask("first")))
-            await net.wait_for(lambda: any(n.active for n in net.hub.nodes.values()))
+            await net.wait_for(lambda: any(n.active for n in net.cp.sessions.nodes.values()))
             waiting = [asyncio.create_task(c.post(CHAT, json=ask(f"w{i}"))) for i in range(2)]
-            await net.wait_for(lambda: len(net.hub.queue) == 2)
+            await net.wait_for(lambda: len(net.cp.placement.queue) == 2)
             r = await c.post(CHAT, json=ask("one too many"))
             assert r.status_code == 429 and "too many jobs are waiting" in r.json()["error"]["message"]
             assert int(r.headers["retry-after"]) >= 1
@@ -134,7 +134,7 @@ async def test_a_full_queue_refuses_at_once_and_a_deadline_gives_429(tmp_path):
                 r = await t
                 assert r.status_code == 429 and r.json()["error"]["code"] == "over_capacity" and int(r.headers["retry-after"]) >= 1
             assert (await running).status_code == 200
-            assert len(net.hub.queue) == 0
+            assert len(net.cp.placement.queue) == 0
 
 
 # -- claims and deliveries ----------------------------------------------------------------
@@ -159,11 +159,11 @@ async def test_racing_claimers_on_one_store_never_both_win(tmp_path, backend):
     try:
         for round_ in range(5):
             job_id = f"job-race-{os.urandom(6).hex()}"
-            await stores[0].create_job(id=job_id, key_id="k", kind="chat", model="m", status="queued", body={})
-            claims = [stores[i % 2].transition(job_id, ("queued",), "assigned", node_id=f"node{i}") for i in range(12)]
+            await stores[0].jobs.create(id=job_id, key_id="k", kind="chat", model="m", status="queued", body={})
+            claims = [stores[i % 2].jobs.transition(job_id, ("queued",), "assigned", node_id=f"node{i}") for i in range(12)]
             won = [i for i, ok in enumerate(await asyncio.gather(*claims)) if ok]
             assert len(won) == 1, (round_, won)
-            row = await stores[1].get_job(job_id)
+            row = await stores[1].jobs.get(job_id)
             assert row["status"] == "assigned" and row["node_id"] == f"node{won[0]}"
     finally:
         for s in stores:
@@ -178,18 +178,17 @@ async def test_two_control_planes_on_one_store_run_a_job_once(tmp_path):
         await two.add_node(engines[1])
         for _ in range(5):
             job_id = f"chatcmpl-{os.urandom(6).hex()}"
-            await one.cp.store.create_job(id=job_id, key_id="k", kind="chat", model="fake-model", status="queued", body=ask())
-            lives = [LiveJob(job_id, "k", "chat", "fake-model", ask()) for _ in range(2)]
-            for hub, live in zip((one.hub, two.hub), lives):
-                hub.jobs[job_id] = live
-            await asyncio.gather(one.hub._drive(lives[0], RouteRequest("fake-model")), two.hub._drive(lives[1], RouteRequest("fake-model")))
+            await one.cp.store.jobs.create(id=job_id, key_id="k", kind="chat", model="fake-model", status="queued", body=ask())
+            row = await one.cp.store.jobs.get(job_id)
+            lives = [one.cp.driver.adopt(row), two.cp.driver.adopt(row)]
+            await asyncio.gather(*(live.finished.wait() for live in lives))
             statuses = sorted(j.status for j in lives)
             assert statuses == ["completed", "failed"], statuses
-            await one.hub.settled()
-            await two.hub.settled()
-            assert (await one.cp.store.get_job(job_id))["status"] == "completed"
+            await one.cp.driver.settled()
+            await two.cp.driver.settled()
+            assert (await one.cp.store.jobs.get(job_id))["status"] == "completed"
         assert engines[0].calls + engines[1].calls == 5
-        assert not any(n.active for hub in (one.hub, two.hub) for n in hub.nodes.values())
+        assert not any(n.active for net in (one, two) for n in net.cp.sessions.nodes.values())
 
 
 async def test_a_duplicate_job_delivery_is_ignored_by_the_node(tmp_path):
@@ -199,10 +198,10 @@ async def test_a_duplicate_job_delivery_is_ignored_by_the_node(tmp_path):
         async with net.client() as c:
             job_id = (await c.post("/api/v1/jobs", json=ask())).json()["id"]
             await net.wait_for(lambda: engine.calls == 1)
-            conn = next(iter(net.hub.nodes.values()))
+            conn = next(iter(net.cp.sessions.nodes.values()))
             frame = Job(job_id=job_id, kind="chat", body=ask())
             await conn.send(frame)  # again while it runs
-            await net.wait_for(lambda: not net.hub.jobs)
+            await net.wait_for(lambda: not net.cp.driver.jobs)
             await conn.send(frame)  # and again after it finished
             r = await c.post(CHAT, json=ask("next"))
             assert r.status_code == 200
@@ -227,14 +226,14 @@ async def test_a_replayed_done_frame_is_ignored(tmp_path):
         stop = asyncio.Event()
         task = asyncio.create_task(node.run(stop))
         try:
-            await net.wait_for(lambda: node.identity.pubkey in net.hub.nodes)
+            await net.wait_for(lambda: node.identity.pubkey in net.cp.sessions.nodes)
             async with net.client() as c:
                 for i in range(3):
                     r = await c.post(CHAT, json=ask(f"p{i}"))
                     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
                 jobs = (await c.get("/api/v1/jobs")).json()["data"]
             assert [j["status"] for j in jobs] == ["completed"] * 3
-            assert not net.hub.nodes[node.identity.pubkey].active
+            assert not net.cp.sessions.nodes[node.identity.pubkey].active
         finally:
             stop.set()
             await task
@@ -313,7 +312,7 @@ async def test_a_silent_node_loses_its_jobs_goes_offline_and_comes_back(tmp_path
             assert job["status"] == "completed" and job["attempts"] == 2
             await net.wait_for(lambda: hung.node.backend.cancelled == 1)  # its copy was stopped
             hung.node.release()
-            await net.wait_for(lambda: hung_id in net.hub.nodes)
+            await net.wait_for(lambda: hung_id in net.cp.sessions.nodes)
             r = await c.post(CHAT, json=ask(max_tokens=2, infernet={"node": hung_id}))
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "slow slow"
             nodes = {n["id"]: n for n in (await c.get("/api/v1/nodes")).json()["data"]}
@@ -333,13 +332,13 @@ async def test_a_failing_node_is_taken_out_of_rotation_and_a_probe_brings_it_bac
                 r = await c.post(CHAT, json=prefer_flaky)
                 assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "steady"
             assert flaky_engine.calls == 3  # three strikes, then out of rotation
-            assert net.hub.breaker(fid).state == "open"
-            assert net.hub.fleet.nodes[fid].reputation < net.hub.reputation.of("new").score(0)
+            assert net.cp.health.breaker(fid).state == "open"
+            assert net.cp.placement.fleet.nodes[fid].reputation < net.cp.health.reputation.of("new").score(0)
             flaky_engine.fail = None  # it recovers
             await asyncio.sleep(0.6)  # the cooldown runs out
             r = await c.post(CHAT, json=prefer_flaky)
             assert r.json()["choices"][0]["message"]["content"] == "flaky ok"  # the probe
-            assert net.hub.breaker(fid).state == "closed"
+            assert net.cp.health.breaker(fid).state == "closed"
             r = await c.post(CHAT, json=prefer_flaky)
             assert r.json()["choices"][0]["message"]["content"] == "flaky ok"
 
@@ -366,7 +365,7 @@ async def test_idempotency_key_returns_the_same_job_even_under_concurrent_retrie
         async with net.client(other_key) as c2:
             theirs = await c2.post("/api/v1/jobs", json=ask("hi"), headers=h)
             assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
-        await net.wait_for(lambda: not net.hub.jobs)
+        await net.wait_for(lambda: not net.cp.driver.jobs)
         assert engine.calls == 3  # "hi", "burst", and the other key's "hi"
         assert len(await client_jobs(net)) == 3
 
@@ -387,29 +386,29 @@ async def test_a_node_faking_its_engine_is_caught_by_canaries_and_loses_its_shar
             for i in range(40):
                 r = await c.post(CHAT, json=ask(f"question {i}"))
                 assert r.status_code == 200
-                await net.wait_for(lambda: not net.hub._tasks)  # jobs and checks all done
-                if net.hub.verifier.caught.get(fid):
+                await net.wait_for(lambda: not net.cp.driver.busy)  # jobs and checks all done
+                if net.cp.driver.verifier.caught.get(fid):
                     caught_after = i + 1
                     break
             print("faker caught after", caught_after, "client jobs")
             assert caught_after is not None and caught_after <= 20, caught_after
-            assert net.hub.reputation.of(fid).score(0) < 0.15
-            assert net.hub.breaker(fid).state == "open"
+            assert net.cp.health.reputation.of(fid).score(0) < 0.15
+            assert net.cp.health.breaker(fid).state == "open"
             before = len(faker.node.backend.bodies)
             for i in range(10):
                 assert (await c.post(CHAT, json=ask(f"after {i}"))).status_code == 200
-            await net.wait_for(lambda: not net.hub._tasks)  # jobs and checks all done
+            await net.wait_for(lambda: not net.cp.driver.busy)  # jobs and checks all done
             assert len(faker.node.backend.bodies) == before  # out of rotation
             mine = (await c.get("/api/v1/jobs")).json()["data"]
         honest_id = honest.node.identity.pubkey
-        assert not net.hub.verifier.caught.get(honest_id)
+        assert not net.cp.driver.verifier.caught.get(honest_id)
         # Canaries are the control plane's own jobs: not in the client's list, not on its key.
         assert len(mine) == caught_after + 10
-        internal = [j for j in await net.cp.store.list_jobs(limit=1000) if j["key_id"] == INTERNAL_KEY_ID]
+        internal = [j for j in await net.cp.store.jobs.list(limit=1000) if j["key_id"] == INTERNAL_KEY_ID]
         assert internal and all(j["id"].startswith("chatcmpl-") for j in internal)
         # To a node a canary is an ordinary chat request: exactly the body the control plane
         # makes of a client's request with the same fields.
-        canary = next(b for b in faker.node.backend.bodies if b.get("seed") == net.hub.verifier.policy.seed)
+        canary = next(b for b in faker.node.backend.bodies if b.get("seed") == net.cp.driver.verifier.policy.seed)
         as_client = schemas.client_body(schemas.parse(json.dumps(canary).encode(), schemas.ChatRequest))
         assert canary == as_client
         assert set(canary) == set(faker.node.backend.bodies[0]) | {"seed", "max_tokens", "temperature"}
@@ -424,10 +423,10 @@ async def test_a_sampled_client_job_is_duplicated_to_a_trusted_node_and_compared
         async with net.client() as c:
             r = await c.post(CHAT, json=ask("deterministic please", temperature=0))
             assert r.json()["choices"][0]["message"]["content"] == "made up"  # the client already has its answer
-            await net.wait_for(lambda: not net.hub._tasks)  # jobs and checks all done
+            await net.wait_for(lambda: not net.cp.driver.busy)  # jobs and checks all done
             r = await c.post(CHAT, json=ask("sampled at temperature 1", temperature=1))
-            await net.wait_for(lambda: not net.hub._tasks)  # jobs and checks all done
-        assert net.hub.verifier.caught == {faker.node.identity.pubkey: 1}
+            await net.wait_for(lambda: not net.cp.driver.busy)  # jobs and checks all done
+        assert net.cp.driver.verifier.caught == {faker.node.identity.pubkey: 1}
         assert trusted.node.backend.bodies[0]["messages"][0]["content"] == "deterministic please"
         # Only deterministic jobs are duplicated; the second one went to the trusted node alone.
         assert len(trusted.node.backend.bodies) == 2

@@ -7,7 +7,7 @@ import asyncio
 import uvicorn
 
 from infernet.backends.fake import FakeBackend
-from infernet.control.app import create_app
+from infernet.control import create_app
 from infernet.node.daemon import Node, ws_url
 from infernet.protocol import keys
 from infernet.protocol.messages import Job
@@ -29,7 +29,7 @@ async def test_node_reconnects_after_the_control_plane_restarts(tmp_path):
         # A new control plane process on the same port and database.
         server = _Server(uvicorn.Config(create_app(net.cp, admin_key=ADMIN_KEY), host="127.0.0.1", port=port, log_level="warning"))
         net.server, net.serving = server, asyncio.create_task(server.serve())
-        await net.wait_for(lambda: running.node.identity.pubkey in net.hub.nodes, timeout=30)
+        await net.wait_for(lambda: running.node.identity.pubkey in net.cp.sessions.nodes, timeout=30)
         async with net.client() as c:
             r = await c.post("/v1/chat/completions", json={"model": "fake-model", "messages": [{"role": "user", "content": "x"}]})
         assert r.json()["choices"][0]["message"]["content"] == "back again"

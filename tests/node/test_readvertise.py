@@ -16,7 +16,7 @@ async def test_pull_rm_and_engine_restart_reach_the_control_plane(tmp_path):
             port = int(url.rsplit(":", 1)[1])
             backend = OllamaBackend(url, parallel=1)
             node = await net.add_node(backend)
-            conn = lambda: net.hub.nodes[node.node.identity.pubkey]  # noqa: E731
+            conn = lambda: net.cp.sessions.nodes[node.node.identity.pubkey]  # noqa: E731
             assert conn().models == {"llama3.2:latest"}
 
             operator = OllamaBackend(url)  # what `infernet model pull` does, beside the node

@@ -70,7 +70,7 @@ def _port_free(host: str, port: int) -> bool:
 async def _up(home: Path, host: str, port: int, api_key: str, backend: str, backend_url: str | None, model: str | None, n_nodes: int) -> None:
     import uvicorn
 
-    from infernet.control.app import ControlPlane, create_app
+    from infernet.control import ControlPlane, create_app
 
     class Server(uvicorn.Server):
         def capture_signals(self):  # type: ignore[no-untyped-def]
@@ -101,7 +101,7 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
             with console.status(f"starting {n_nodes} node(s) on the {backend} backend (loading the model)…"):
                 await _wait_for_nodes(cp, children, n_nodes, stop)
         if not stop.is_set():
-            served = ", ".join(sorted(cp.hub.models())) or "none yet"
+            served = ", ".join(sorted(cp.placement.models())) or "none yet"
             console.print(
                 Panel.fit(
                     f"[bold]OpenAI base URL[/]  {url}/v1\n"
@@ -128,7 +128,7 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
 
 async def _wait_for_nodes(cp: object, children: list[_Child], n: int, stop: asyncio.Event) -> None:
     deadline = time.monotonic() + 180
-    while len(cp.hub.nodes) < n and not stop.is_set():  # type: ignore[attr-defined]
+    while len(cp.sessions.nodes) < n and not stop.is_set():  # type: ignore[attr-defined]
         for child in children:
             if child.proc is not None and child.proc.returncode is not None:
                 tail = child.log_tail()

@@ -1,114 +1,91 @@
-"""Client-facing errors, always in the OpenAI shape, never a traceback."""
+"""Domain errors: what went wrong, in the control plane's own words.
+
+Nothing here knows HTTP. The edge (`api/errors.py`) maps each class to a status code and
+the OpenAI error shape, once.
+"""
 
 from __future__ import annotations
 
-from typing import Any
 
-from starlette.responses import JSONResponse
+class InfernetError(Exception):
+    code = "error"
 
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
-        self.type = type
-        self.code = code
+        self.code = code or type(self).code
         self.param = param
-        self.headers = headers
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        self.retry_after = retry_after
 
 
-def bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> APIError:
-    return APIError(400, message, param=param, code=code)
+class InvalidRequest(InfernetError):
+    """The client sent something we cannot take; `param` names it."""
+
+    code = "invalid_value"
 
 
-def unauthorized(message: str = "Invalid or missing API key. Pass it as `Authorization: Bearer <key>`.") -> APIError:
-    return APIError(401, message, type="authentication_error", code="invalid_api_key")
+class Unauthorized(InfernetError):
+    code = "invalid_api_key"
+
+    def __init__(self, message: str = "Invalid or missing API key. Pass it as `Authorization: Bearer <key>`.", **kw: str) -> None:
+        super().__init__(message, **kw)
 
 
-def forbidden(message: str) -> APIError:
-    return APIError(403, message, type="permission_error", code="forbidden")
+class BadSignature(InfernetError):
+    """A node-signed request whose signature, clock or nonce does not check out."""
+
+    code = "invalid_signature"
 
 
-def not_found(message: str, code: str = "not_found", param: str | None = None) -> APIError:
-    return APIError(404, message, code=code, param=param)
+class Forbidden(InfernetError):
+    code = "forbidden"
 
 
-def model_not_found(model: str) -> APIError:
-    return APIError(
-        404,
-        f"The model `{model}` is not served by any online node. GET /v1/models lists what is.",
-        code="model_not_found",
-        param="model",
-    )
+class NotFound(InfernetError):
+    code = "not_found"
 
 
-def over_capacity(retry_after: int = 1) -> APIError:
-    return APIError(
-        429,
-        "Every node serving this model is busy; retry shortly.",
-        type="rate_limit_error",
-        code="over_capacity",
-        headers={"Retry-After": str(retry_after)},
-    )
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` is not served by any online node. GET /v1/models lists what is.", param="model")
 
 
-def no_nodes() -> APIError:
-    return APIError(503, "No node is online right now; start one with `infernet start`.", type="service_unavailable", code="no_nodes")
+class Conflict(InfernetError):
+    code = "conflict"
 
 
-def payment_required(message: str, code: str = "insufficient_balance") -> APIError:
-    return APIError(402, message, type="insufficient_quota", code=code)
+class PayloadTooLarge(InfernetError):
+    code = "payload_too_large"
 
 
-def rate_limited(retry_after: float) -> APIError:
-    wait = max(1, int(retry_after + 0.999))
-    return APIError(
-        429,
-        f"This API key is over its request rate limit; retry in {wait} s.",
-        type="rate_limit_error",
-        code="rate_limit_exceeded",
-        headers={"Retry-After": str(wait)},
-    )
+class PaymentRequired(InfernetError):
+    code = "insufficient_balance"
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over `max_bytes` with a 413, read or declared."""
+class RateLimited(InfernetError):
+    code = "rate_limit_exceeded"
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
+    def __init__(self, retry_after: float) -> None:
+        wait = max(1, int(retry_after + 0.999))
+        super().__init__(f"This API key is over its request rate limit; retry in {wait} s.", retry_after=wait)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_large = APIError(413, f"The request body is over {self.max_bytes // (1024 * 1024)} MiB.", code="payload_too_large")
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await too_large.response()(scope, receive, send)
-        seen = 0
 
-        async def counted() -> Any:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise too_large  # the endpoint wrapper turns it into the 413
-            return message
+class NoNodes(InfernetError):
+    code = "no_nodes"
 
-        await self.app(scope, counted, send)
+    def __init__(self) -> None:
+        super().__init__("No node is online right now; start one with `infernet start`.")
+
+
+class JobFailed(InfernetError):
+    """A job ended without an answer before anything was sent to the client; `code` is the
+    job's error code (model_not_found, over_capacity, node_failed, ...)."""
+
+
+class ClientClosed(InfernetError):
+    code = "client_closed"
+
+    def __init__(self) -> None:
+        super().__init__("client closed the request")

@@ -1,41 +1,52 @@
 """Prometheus metrics for operators: `GET /metrics` (admin key).
 
-Recorded once per job when it ends, never per token, so the relay path pays nothing.
-Each control plane has its own registry, so several in one process (tests) never collide.
+Recorded once per job when it ends, never per token, so the relay path pays nothing. Each
+control plane has its own registry, so several in one process (tests) never collide. The
+gauges read callables, so this module knows nothing of who holds nodes or jobs.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-if TYPE_CHECKING:
-    from infernet.control.hub import Hub
-    from infernet.control.jobs import LiveJob
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+class EndedJob(Protocol):
+    purpose: str
+    kind: str
+    model: str
+    created: float
+    sent_at: float
+    first_at: float
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def usage(self) -> dict[str, int] | None: ...
+
+
 class Metrics:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, *, nodes_online: Callable[[], float], jobs_live: Callable[[], float], slots_free: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Counter("infernet_jobs", "Jobs that ended, by kind, status and model.", ["kind", "status", "model"], registry=r)
         self.tokens = Counter("infernet_tokens", "Tokens metered from the engines' own usage.", ["direction", "model"], registry=r)
         self.ttft = Histogram("infernet_time_to_first_token_seconds", "From the job frame to the node until its first token.", ["model"], buckets=_LATENCY, registry=r)
         self.duration = Histogram("infernet_job_seconds", "From submission until the job ended.", ["kind", "model"], buckets=_LATENCY, registry=r)
-        Gauge("infernet_nodes_online", "Nodes connected to this control plane.", registry=r).set_function(lambda: len(hub.nodes))
-        Gauge("infernet_jobs_live", "Jobs queued or running on this control plane.", registry=r).set_function(lambda: len(hub.jobs))
-        Gauge("infernet_slots_free", "Free job slots across online nodes.", registry=r).set_function(
-            lambda: sum(max(0, c.capacity - len(c.active)) for c in hub.nodes.values())
-        )
+        Gauge("infernet_nodes_online", "Nodes connected to this control plane.", registry=r).set_function(nodes_online)
+        Gauge("infernet_jobs_live", "Jobs queued or running on this control plane.", registry=r).set_function(jobs_live)
+        Gauge("infernet_slots_free", "Free job slots across online nodes.", registry=r).set_function(slots_free)
 
-    def job_ended(self, job: LiveJob) -> None:
+    def job_ended(self, job: EndedJob) -> None:
         if job.purpose != "client":
             return
-        self.jobs.labels(job.kind, job.status, job.model).inc()
+        self.jobs.labels(job.kind, str(job.status), job.model).inc()
         usage = job.usage or {}
         if usage.get("prompt_tokens"):
             self.tokens.labels("input", job.model).inc(usage["prompt_tokens"])

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from infernet.control.errors import APIError, bad_request
-from infernet.control.router import RouteRequest
+from infernet.control.errors import InvalidRequest
+from infernet.control.dispatch.router import RouteRequest
 from infernet.protocol import keys
 
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -107,13 +107,13 @@ def _param_of(err: msgspec.ValidationError) -> str | None:
 
 def parse(raw: bytes, kind: type[msgspec.Struct]) -> Any:
     if not raw.strip():
-        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+        raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        raise bad_request(f"Invalid request: {exc}", param=_param_of(exc)) from None
+        raise InvalidRequest(f"Invalid request: {exc}", param=_param_of(exc)) from None
     except msgspec.DecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
 def to_body(req: msgspec.Struct) -> dict[str, Any]:
@@ -141,9 +141,9 @@ def route_of(req: Any) -> RouteRequest:
         try:
             node = keys.pubkey_from_npub(node) if node.startswith("npub1") else node.lower()
         except Exception:
-            raise bad_request("`infernet.node` must be a node id: a hex public key or an npub.", param="infernet.node") from None
+            raise InvalidRequest("`infernet.node` must be a node id: a hex public key or an npub.", param="infernet.node") from None
         if len(node) != 64 or any(c not in "0123456789abcdef" for c in node):
-            raise bad_request("`infernet.node` must be a node id: a hex public key or an npub.", param="infernet.node")
+            raise InvalidRequest("`infernet.node` must be a node id: a hex public key or an npub.", param="infernet.node")
     return RouteRequest(req.model, max_price=r.max_price, min_tier=r.min_tier, preferred_node=node, max_latency_ms=r.max_latency_ms)
 
 
@@ -153,4 +153,4 @@ def max_tokens_of(body: dict[str, Any]) -> int | None:
 
 def require(cond: bool, message: str, param: str) -> None:
     if not cond:
-        raise APIError(400, message, param=param, code="invalid_value")
+        raise InvalidRequest(message, param=param)

@@ -25,6 +25,20 @@ TIERS = (">=48gb", ">=24gb", ">=12gb", ">=8gb", "cpu")
 TIER_GB = {">=48gb": 48, ">=24gb": 24, ">=12gb": 12, ">=8gb": 8}
 REPORTED_FRACTION = 0.93
 
+# Expected tokens/s per tier, from the chapter's throughput table: reputation compares a
+# node's measured speed with the low bound. The book gives no figure for cpu; 2-20 is what
+# small models do there.
+EXPECTED_TPS: dict[str, tuple[float, float]] = {
+    ">=48gb": (50.0, 150.0),
+    ">=24gb": (15.0, 80.0),
+    ">=12gb": (40.0, 90.0),
+    ">=8gb": (20.0, 50.0),
+    "cpu": (2.0, 20.0),
+}
+# What the router assumes of a node it has not measured yet: the table's figures for a 7B
+# model, the one size it gives for most tiers (>=24gb interpolated between its neighbours).
+PRIOR_TPS = {">=48gb": 200.0, ">=24gb": 100.0, ">=12gb": 65.0, ">=8gb": 35.0, "cpu": 8.0}
+
 # The reference's RAM table (GB) and minimum disk (GB of NVMe) per tier.
 RAM_GB = {">=48gb": (64, 128), ">=24gb": (32, 64), ">=12gb": (16, 32), ">=8gb": (16, 32), "cpu": (16, 32)}
 DISK_GB = {">=48gb": 1000, ">=24gb": 500, ">=12gb": 250, ">=8gb": 250, "cpu": 250}

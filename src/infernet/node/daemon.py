@@ -83,17 +83,6 @@ class Node:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._capacity = 1
         self._tps = 0.0
-        self._held = False
-
-    # -- test hook ------------------------------------------------------------------------
-
-    def hold(self) -> None:
-        """Go silent but stay connected: no heartbeats, no frames (a hung node). Tests use it."""
-        self._held = True
-
-    def release(self) -> None:
-        self._held = False
-        self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -190,7 +179,7 @@ class Node:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._outbox and not self._held:
+            while self._outbox:
                 frame = self._outbox.popleft()
                 await ws.send(self._signer.seal(encode(frame)))
 
@@ -202,8 +191,6 @@ class Node:
             await asyncio.sleep(interval)
             models, capacity = await self._advertised()
             self._capacity = capacity
-            if self._held:
-                continue
             self._send(Heartbeat(
                 active=len(self._jobs),
                 models=models if models != last_models else None,

@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, authentication, and domain errors mapped to HTTP once."""

@@ -1,0 +1,46 @@
+"""The control plane's ASGI app: every route, the lifespan, the limits and error handlers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from infernet import __version__
+from infernet.control.api import dashboard, errors, jobs, keys, money, nodes, openai, probe
+from infernet.control.api.deps import admin, json, plane
+from infernet.control.api.limits import BodyLimit
+from infernet.control.plane import ControlPlane
+from infernet.control.store import KeyRecord
+
+
+async def healthz(request: Request) -> Response:
+    return json({"status": "ok", "version": __version__, "nodes": len(plane(request).sessions.nodes)})
+
+
+async def metrics(request: Request, key: KeyRecord) -> Response:
+    return Response(plane(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: str = "admin") -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await cp.start(admin_key, admin_name)
+        try:
+            yield
+        finally:
+            await cp.aclose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", admin(metrics)),
+        *dashboard.routes, *openai.routes, *jobs.routes, *nodes.routes, *keys.routes, *money.routes, *probe.routes,
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.HANDLERS, middleware=[Middleware(BodyLimit)])
+    app.state.cp = cp
+    return app

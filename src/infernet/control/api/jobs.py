@@ -1,0 +1,124 @@
+"""The job API: create (with Idempotency-Key), read, list, stream with re-attach, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from infernet.control import schemas
+from infernet.control.api.deps import json, keyed, plane
+from infernet.control.api.openai import SSE_HEADERS, start_job
+from infernet.control.errors import Conflict, InvalidRequest, NotFound
+from infernet.control.store import KeyRecord
+
+
+def view(row: dict[str, Any]) -> dict[str, Any]:
+    usage = None
+    if row.get("prompt_tokens") is not None:
+        usage = {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"], "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
+    return {
+        "id": row["id"], "object": "job", "status": row["status"], "kind": row["kind"], "model": row["model"],
+        "node_id": row.get("node_id"), "created_at": row["created_at"], "finished_at": row.get("finished_at"), "attempts": row.get("attempts", 0),
+        "result": {"text": row.get("output"), "finish_reason": row.get("finish_reason")} if row["status"] == "completed" else None,
+        "usage": usage,
+        "error": {"message": row["error"]} if row.get("error") else None,
+    }
+
+
+async def own_job(request: Request, job_id: str, key: KeyRecord) -> dict[str, Any]:
+    cp = plane(request)
+    live = cp.driver.jobs.get(job_id)
+    row = live.row() if live is not None else await cp.store.jobs.get(job_id)
+    # Another key's job is reported as missing, not forbidden: ids leak nothing.
+    if row is None or (row["key_id"] != key.id and not key.is_admin):
+        raise NotFound(f"No job `{job_id}`.", code="job_not_found")
+    return row
+
+
+async def settled_job(request: Request, job_id: str, key: KeyRecord) -> dict[str, Any]:
+    """The job's row; when it just finished here, once its end is stored and settled."""
+    row = await own_job(request, job_id, key)
+    live = plane(request).driver.jobs.get(row["id"])
+    if live is not None and live.finished.is_set() and not live.ended.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.ended.wait(), 5.0)
+        row = await own_job(request, job_id, key)
+    return row
+
+
+async def create_job(request: Request, key: KeyRecord) -> Response:
+    req = schemas.parse(await request.body(), schemas.JobRequest)
+    if (req.messages is None) == (req.prompt is None):
+        raise InvalidRequest("A job needs exactly one of `messages` (chat) or `prompt` (completion).", param="messages")
+    body = schemas.to_body(req)
+    kind = "chat" if req.messages is not None else "completion"
+    idem = request.headers.get("idempotency-key")
+    if idem is not None and not 1 <= len(idem) <= 200:
+        raise InvalidRequest("Idempotency-Key must be 1 to 200 characters.", param="Idempotency-Key")
+    job, existing = await start_job(request, key, kind, req, body, idem)
+    if existing is not None:
+        if (existing["kind"], existing["model"], existing["body"]) != (kind, req.model, body):
+            raise Conflict("This Idempotency-Key was already used with a different request; use a new key.", param="Idempotency-Key", code="idempotency_key_reused")
+        return json(view(existing), 200)
+    assert job is not None
+    return json(view(await own_job(request, job.id, key)), 202, headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+
+async def get_job(request: Request, key: KeyRecord) -> Response:
+    return json(view(await settled_job(request, request.path_params["job_id"], key)))
+
+
+async def list_jobs(request: Request, key: KeyRecord) -> Response:
+    cp = plane(request)
+    await cp.store.journal.flush()  # a list is read from the database: let it catch up first
+    live = cp.driver.jobs
+    rows = await cp.store.jobs.list(None if key.is_admin and request.query_params.get("all") else key.id)
+    return json({"object": "list", "data": [view(live[r["id"]].row() if r["id"] in live else r) for r in rows]})
+
+
+async def cancel_job(request: Request, key: KeyRecord) -> Response:
+    cp = plane(request)
+    row = await own_job(request, request.path_params["job_id"], key)
+    live = cp.driver.jobs.get(row["id"])
+    if live is not None:
+        live.request_cancel("cancelled by the client")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.finished.wait(), cp.settings.cancel_grace_s + 1)
+    return json(view(await own_job(request, row["id"], key)))
+
+
+async def stream_job(request: Request, key: KeyRecord) -> Response:
+    cp = plane(request)
+    row = await own_job(request, request.path_params["job_id"], key)
+    last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        after = max(0, int(last))
+    except ValueError:
+        raise InvalidRequest("Last-Event-ID must be an event number.", param="Last-Event-ID") from None
+
+    async def stored() -> AsyncIterator[tuple[int, str, dict]]:
+        for event in await cp.store.jobs.events_after(row["id"], after):
+            yield event
+
+    async def events() -> AsyncIterator[bytes]:
+        live = cp.driver.jobs.get(row["id"])
+        async for seq, typ, data in live.follow(after) if live is not None else stored():
+            yield f"id: {seq}\nevent: {typ}\n".encode() + b"data: " + msgspec.json.encode(data) + b"\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+routes = [
+    Route("/api/v1/jobs", keyed(create_job), methods=["POST"]),
+    Route("/api/v1/jobs", keyed(list_jobs), methods=["GET"]),
+    Route("/api/v1/jobs/{job_id}", keyed(get_job)),
+    Route("/api/v1/jobs/{job_id}/stream", keyed(stream_job)),
+    Route("/api/v1/jobs/{job_id}/cancel", keyed(cancel_job), methods=["POST"]),
+]

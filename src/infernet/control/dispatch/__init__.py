@@ -1,0 +1,1 @@
+"""Jobs: their state machine (`jobs`), placement, the driver that runs them, recovery."""

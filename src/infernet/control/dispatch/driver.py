@@ -1,0 +1,325 @@
+"""The job driver: submit a job, then drive it through its life.
+
+One task per job (`_drive`) owns its state. It feeds events into the pure
+`jobs.apply(state, event)` and performs only the effects that `jobs.effects(old, new)` asks
+for. Events come from placement (a slot, or why there is none), from the bus (the node's
+frames, or its loss) and from the client (cancel). Token batches skip the inbox: they go
+straight into the job's event log, so the relay path does no I/O and takes no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import secrets
+import time
+from typing import Any
+
+from infernet.control.bus import Bus, Cancel, Dispatch, JobFrame, NodeLost, ToJob
+from infernet.control.dispatch import jobs as J
+from infernet.control.dispatch.live import LiveJob
+from infernet.control.dispatch.placement import Placement, Refused, Waiter
+from infernet.control.dispatch.queue import QueueFull
+from infernet.control.dispatch.router import RouteRequest
+from infernet.control.health import Health, Timing
+from infernet.control.health.verify import Verifier
+from infernet.control.metrics import Metrics
+from infernet.control.money.billing import Billing
+from infernet.control.settings import Settings
+from infernet.control.store import Store
+from infernet.protocol import messages as M
+
+log = logging.getLogger("infernet.control")
+
+# Canaries and shadow runs are jobs of the control plane itself, under this key id. No API
+# key maps to it, so nobody can act as it, and nothing run under it is billed to a client.
+INTERNAL_KEY_ID = "key_internal"
+OPEN = ("queued", "assigned", "running")
+
+
+def event_of(msg: ToJob) -> J.Event:
+    """A bus message for a job as a state-machine event (token batches never get here)."""
+    if isinstance(msg, NodeLost):
+        return J.Lost(msg.node_id, msg.reason)
+    f = msg.frame
+    if isinstance(f, M.Accept):
+        return J.Accepted(msg.node_id)
+    if isinstance(f, M.Done):
+        receipt = (f.receipt, f.signature) if f.receipt is not None and f.signature else None
+        return J.Done(msg.node_id, f.usage, f.finish_reason, f.result, receipt)
+    assert isinstance(f, M.Fail)
+    return J.Failed(msg.node_id, f.code, f.message, f.retryable, f.usage)
+
+
+class Driver:
+    def __init__(self, store: Store, bus: Bus, placement: Placement, health: Health, settings: Settings, *, billing: Billing | None = None, metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.bus = bus
+        self.placement = placement
+        self.health = health
+        self.settings = settings
+        self.billing = billing  # None: jobs run unmetered
+        self.metrics = metrics
+        self.jobs: dict[str, LiveJob] = {}
+        self.verifier = Verifier(settings.verify, self.run_internal, health.verdict, random.Random(settings.seed))
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._persisting: set[asyncio.Task[Any]] = set()
+
+    # -- submitting -----------------------------------------------------------------------
+
+    async def submit(
+        self, key_id: str, kind: str, model: str, body: dict[str, Any], idempotency_key: str | None = None,
+        route: RouteRequest | None = None, *, purpose: str = "client", only: str | None = None,
+    ) -> tuple[LiveJob | None, dict[str, Any] | None]:
+        """Create and start a job. With a reused idempotency key: (live or None, existing row).
+
+        `route` carries the client's constraints; `only` pins an internal job to one node.
+        """
+        job_id = ("chatcmpl-" if kind == "chat" else "job-") + secrets.token_hex(12)
+        billed = self.billing is not None and purpose == "client"
+        if billed:  # the worst-case price is held before anything starts
+            assert self.billing is not None
+            body = await self.billing.admit(job_id, key_id, kind, model, body, self.placement.offers(model))
+        row = dict(id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key)
+        if idempotency_key:
+            # The unique (key, idempotency key) index decides which POST made the job.
+            try:
+                existing = await self.store.jobs.create(**row)
+            except BaseException:
+                if billed:
+                    await self.billing.release(job_id)  # type: ignore[union-attr]
+                raise
+            if existing is not None:
+                if billed:
+                    await self.billing.release(job_id)  # type: ignore[union-attr]
+                return self.jobs.get(existing["id"]), existing
+        else:
+            self.store.jobs.queue_insert(**row)
+        live = self.adopt(row, route, purpose=purpose, only=only)
+        if purpose == "client" and kind != "embedding" and self.verifier.canary_due():
+            self._spawn(self.verifier.canary(model, [n.node_id for n in self.placement.serving(model)]))
+        return live, None
+
+    def adopt(self, row: dict[str, Any], route: RouteRequest | None = None, *, purpose: str = "client", only: str | None = None) -> LiveJob:
+        """Drive a job whose row is stored as queued. Another replica may drive it too: the
+        claim decides which one runs it."""
+        state = J.JobState(id=row["id"], key_id=row["key_id"], kind=row["kind"], model=row["model"], purpose=purpose, max_attempts=self.settings.max_attempts)
+        live = self.jobs[state.id] = LiveJob(state, row["body"])
+        self.bus.follow(state.id, lambda msg: self._on_message(live, msg))
+        self._spawn(self._drive(live, route or RouteRequest(state.model), only))
+        return live
+
+    def _on_message(self, live: LiveJob, msg: ToJob) -> None:
+        if type(msg) is JobFrame and type(msg.frame) is M.Tokens:
+            if msg.node_id == live.state.node_id:  # the hot path: straight into the event log
+                live.push_text(msg.frame.text)
+            return
+        live.inbox.put_nowait(event_of(msg))
+
+    # -- driving --------------------------------------------------------------------------
+
+    async def _drive(self, live: LiveJob, route: RouteRequest, only: str | None) -> None:
+        deadline = time.monotonic() + self.settings.queue_timeout_s
+        try:
+            while not live.state.status.terminal:
+                if live.state.status is J.JobStatus.QUEUED:
+                    await self._place(live, route, only, deadline)
+                else:
+                    await self._attend(live)
+        except Exception as exc:  # never leave a job hanging on a bug
+            log.exception("job %s crashed", live.id)
+            if not live.state.status.terminal:
+                await self._step(live, J.Failed(None, "internal_error", f"internal error: {exc}"))
+
+    async def _step(self, live: LiveJob, event: J.Event) -> None:
+        old = live.state
+        if live.delivered and not old.delivered:
+            old = J.apply(old, J.Delivered())
+        new = live.state = J.apply(old, event)
+        for effect in J.effects(old, new):
+            await self._perform(effect, live, old, new, event)
+
+    async def _place(self, live: LiveJob, route: RouteRequest, only: str | None, deadline: float) -> None:
+        """Find a node for a queued job, reserve its slot and claim the job: at once if a
+        node is free, else after waiting in the fair queue."""
+        s = live.state
+        req = dataclasses.replace(route, exclude=route.exclude | s.tried) if s.tried else route
+        pick = self.placement.pick(req, only)
+        if pick is not None and (s.attempts or not self.placement.waiting(live.key_id)):
+            node: str | None = pick.node_id
+            self.placement.hold(pick.node_id)
+        elif live.purpose != "client":
+            return await self._step(live, J.Unplaceable(J.BUSY, "no free node for an internal job"))
+        elif (why := self.placement.unplaceable(req)) is not None:
+            return await self._step(live, why)
+        else:
+            try:
+                waiter = self.placement.enqueue(live.id, live.key_id, req, front=bool(s.attempts))
+            except QueueFull:
+                return await self._step(live, J.Unplaceable(J.BUSY, "too many jobs are waiting", self.placement.retry_after(live.model)))
+            try:
+                node = await self._wait_for_slot(live, waiter, deadline)
+            finally:
+                self.placement.dequeue(waiter)
+            if node is None:
+                return
+        if not await self.placement.confirm(node, live.id):
+            await asyncio.sleep(0)  # the node left or filled up meanwhile: pick again
+            return
+        info = self.placement.infos.get(node)
+        # The claim is decided by the database, so two replicas (or a replica and a recovery
+        # sweep) can never both run the job; the journal commits it at once.
+        claimed = info is not None and await self.store.jobs.queue_transition(live.id, ("queued",), "assigned", urgent=True, node_id=node, attempts=s.attempts + 1)
+        if not claimed:
+            await self.placement.release(node, live.id)
+            self.health.abandoned(node)
+            if info is not None:
+                await self._step(live, J.ClaimRefused())
+            return
+        assert info is not None
+        terms = await self.billing.terms(s, info) if self.billing is not None and live.purpose == "client" else None
+        await self._step(live, J.Placed(node, terms))
+
+    async def _wait_for_slot(self, live: LiveJob, waiter: Waiter, deadline: float) -> str | None:
+        """The node held for this waiter; None when the job ended meanwhile (cancelled, timed
+        out, or its last possible node went away)."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 and not waiter.fut.done():
+                await self._step(live, J.TimedOut(self.placement.retry_after(live.model)))
+                return None
+            getter = asyncio.ensure_future(live.inbox.get())
+            done, _ = await asyncio.wait({waiter.fut, getter}, timeout=max(left, 0), return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                event = getter.result()
+                if isinstance(event, J.CancelRequested):
+                    if waiter.fut.done() and waiter.fut.exception() is None:
+                        self.placement.unhold(waiter.fut.result())
+                    await self._step(live, event)
+                    return None
+                if waiter.fut not in done:
+                    continue  # a stale frame from an earlier attempt
+            else:
+                getter.cancel()
+            if waiter.fut.done():
+                exc = waiter.fut.exception()
+                if isinstance(exc, Refused):
+                    await self._step(live, exc.why)
+                    return None
+                return waiter.fut.result()
+
+    async def _attend(self, live: LiveJob) -> None:
+        """The next event of a job on a node; a cancelled job waits only its grace period."""
+        timeout = max(0.0, live.cancel_deadline - time.monotonic()) if live.state.cancelling else None
+        try:
+            event = await asyncio.wait_for(live.inbox.get(), timeout)
+        except TimeoutError:
+            event = J.TimedOut()
+        await self._step(live, event)
+
+    # -- effects --------------------------------------------------------------------------
+
+    async def _perform(self, effect: J.Effect, live: LiveJob, old: J.JobState, new: J.JobState, event: J.Event) -> None:
+        if effect is J.Effect.DISPATCH:
+            assert new.node_id is not None
+            live.placed.set()
+            live.sent_at = time.monotonic()
+            await self.bus.send(Dispatch(new.node_id, M.Job(job_id=live.id, kind=live.kind, body=live.body, receipt=new.terms)))
+        elif effect is J.Effect.MARK_RUNNING:
+            self.store.jobs.queue_transition(live.id, ("assigned",), "running")
+        elif effect is J.Effect.CANCEL_NODE:
+            assert new.node_id is not None
+            live.cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
+            await self.bus.send(Cancel(new.node_id, live.id))
+        elif effect is J.Effect.END:
+            self._end(live, new)
+        elif effect is J.Effect.RELEASE:
+            assert old.node_id is not None
+            await self._release(live, old.node_id, new, event)
+        elif effect is J.Effect.REQUEUE:
+            self.store.jobs.queue_transition(live.id, ("assigned", "running"), "queued", node_id=None)
+
+    async def _release(self, live: LiveJob, node_id: str, new: J.JobState, event: J.Event) -> None:
+        await self.placement.release(node_id, live.id)
+        info = self.placement.infos.get(node_id)
+        tokens = new.usage.completion_tokens if new.usage else 0
+        self.health.judge(node_id, info.tier if info else None, J.outcome(event, new), Timing(live.sent_at, live.first_at, tokens))
+        if new.status is J.JobStatus.COMPLETED:
+            self.placement.observe_job(time.monotonic() - live.sent_at)
+            if live.purpose == "client" and self.verifier.shadow_due(live.body):
+                self._spawn(self.verifier.check(live.model, live.kind, live.body, node_id, live.output))
+
+    def _end(self, live: LiveJob, state: J.JobState) -> None:
+        # Publish first: the client's last event never waits for the database. The job stays
+        # readable from memory (`jobs`) until its final row is committed, so whoever sees the
+        # final event can always read the final state.
+        live.publish()
+        self.bus.unfollow(live.id)
+        if self.metrics is not None:
+            self.metrics.job_ended(live)
+        if state.error is not None and state.error.code == "claimed_elsewhere":
+            self.jobs.pop(live.id, None)  # another replica owns the row
+            live.ended.set()
+            return
+        task = asyncio.create_task(self._persist_end(live, state))
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
+
+    async def _persist_end(self, live: LiveJob, state: J.JobState) -> None:
+        usage = state.usage
+        finished = self.store.jobs.queue_finish(
+            live.id, OPEN, str(state.status), live.seal(),
+            prompt_tokens=usage.prompt_tokens if usage else None, completion_tokens=usage.completion_tokens if usage else None,
+            finish_reason=state.finish_reason, output=live.output if live.kind != "embedding" else None, result=state.result,
+            error=state.error.message if state.error and state.status is not J.JobStatus.COMPLETED else None,
+        )
+        try:
+            if self.billing is not None and live.purpose == "client":  # queued right behind the finish: one commit
+                await self.billing.settle(state)
+            await finished
+        finally:
+            self.jobs.pop(live.id, None)
+            live.ended.set()
+
+    # -- the control plane's own jobs -----------------------------------------------------
+
+    async def run_internal(self, model: str, kind: str, body: dict[str, Any], *, prefer: str | None = None, only: str | None = None, exclude: set[str] | frozenset[str] = frozenset()) -> tuple[str, str] | None:
+        """Run a job of the control plane's own (a canary or a reference answer) if a node is
+        free for it now; it never waits in the queue ahead of clients."""
+        route = RouteRequest(model, exclude=frozenset(exclude), preferred_node=prefer)
+        if self.placement.pick(route, only) is None:
+            return None
+        live, _ = await self.submit(INTERNAL_KEY_ID, kind, model, body, route=route, purpose="canary", only=only)
+        assert live is not None
+        await live.finished.wait()
+        if live.status is not J.JobStatus.COMPLETED or live.node_id is None:
+            return None
+        return live.node_id, live.output
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap_task)
+
+    def _reap_task(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    @property
+    def busy(self) -> bool:
+        """Jobs or checks still running (tests wait for quiet)."""
+        return bool(self._tasks)
+
+    async def settled(self) -> None:
+        """Wait until every job that has ended is committed."""
+        await asyncio.gather(*self._persisting, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.settled()  # jobs that already ended still get their final row written

@@ -1,0 +1,143 @@
+"""A job while it lives on this replica: its current state, its event log and followers,
+its inbox of events for the driver.
+
+The event log is the relay's hot path: a token batch is appended and wakes the followers
+(the SSE responses). No I/O and no lock there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from infernet.control.dispatch.jobs import CancelRequested, JobState, JobStatus
+from infernet.control.dispatch.jobs import Event as JobEvent
+
+Event = tuple[int, str, dict[str, Any]]  # (seq, type, data); type: token | done | error
+
+
+class LiveJob:
+    def __init__(self, state: JobState, body: dict[str, Any]) -> None:
+        self.state = state
+        self.id = state.id
+        self.key_id = state.key_id
+        self.kind = state.kind
+        self.model = state.model
+        self.purpose = state.purpose
+        self.body = body
+        self.created = time.time()
+        self.events: list[Event] = []
+        self.text: list[str] = []
+        self.delivered = False  # a token reached the event log: no more silent retries
+        self.sealed = False  # the job is ending: no more text
+        self.sent_at = 0.0  # monotonic: the job frame went to the node
+        self.first_at = 0.0  # monotonic: the first token arrived
+        self.cancel_deadline = 0.0  # monotonic: a cancelled node's grace runs out
+        self.inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.finished = asyncio.Event()
+        self.placed = asyncio.Event()  # assigned to a node, or finished without one
+        self.ended = asyncio.Event()  # finished, stored and settled: the store tells it all
+        self._changed: asyncio.Future[None] | None = None
+        self._last: tuple[str, dict[str, Any]] | None = None
+
+    # -- the current state, for readers ---------------------------------------------------
+
+    @property
+    def status(self) -> JobStatus:
+        return self.state.status
+
+    @property
+    def node_id(self) -> str | None:
+        return self.state.node_id
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        u = self.state.usage
+        return None if u is None else {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        e = self.state.error
+        if e is None:
+            return None
+        out: dict[str, Any] = {"message": e.message, "code": e.code}
+        if e.retry_after is not None:
+            out["retry_after"] = e.retry_after
+        return out
+
+    @property
+    def output(self) -> str:
+        return "".join(self.text)
+
+    # -- the event log (hot path: no I/O here) --------------------------------------------
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((len(self.events) + 1, kind, data))
+        fut = self._changed
+        if fut is not None:
+            self._changed = None
+            if not fut.done():
+                fut.set_result(None)
+
+    def push_text(self, text: str) -> None:
+        if text and not self.sealed:
+            if not self.delivered:
+                self.delivered = True
+                self.first_at = time.monotonic()
+            self.text.append(text)
+            self._append("token", {"text": text})
+
+    def seal(self) -> list[Event]:
+        """Stop taking text and return the whole event log with the final event (from the
+        terminal state), which is not published yet: the caller persists it first."""
+        if self._last is None:
+            self.sealed = True
+            s = self.state
+            if s.status is JobStatus.COMPLETED:
+                self._last = ("done", {"finish_reason": s.finish_reason, "usage": self.usage, "result": s.result})
+            else:
+                self._last = ("error", {**(self.error or {"message": f"job {s.status}", "code": str(s.status)}), "status": str(s.status), "usage": self.usage})
+        if self.finished.is_set():
+            return list(self.events)
+        return [*self.events, (len(self.events) + 1, *self._last)]
+
+    def publish(self) -> None:
+        """Publish the final event from `seal` and wake everyone waiting on the job."""
+        if self.finished.is_set():
+            return
+        self.seal()
+        assert self._last is not None
+        self._append(*self._last)
+        self.finished.set()
+        self.placed.set()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after `after`, then new ones as they come, until the job ends."""
+        i = after
+        while True:
+            while i < len(self.events):
+                yield self.events[i]
+                i += 1
+            if self.finished.is_set():
+                return
+            if self._changed is None:
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)
+
+    def row(self) -> dict[str, Any]:
+        """The job as its database row will read once the journal has caught up."""
+        usage = self.usage or {}
+        s = self.state
+        return {
+            "id": self.id, "key_id": self.key_id, "kind": self.kind, "model": self.model, "status": str(s.status),
+            "node_id": s.node_id, "created_at": self.created, "finished_at": None, "attempts": s.attempts,
+            "output": self.output, "finish_reason": s.finish_reason, "result": s.result,
+            "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+            "error": s.error.message if s.error else None,
+        }
+
+    def request_cancel(self, reason: str = "client disconnected") -> None:
+        if not self.finished.is_set():
+            self.inbox.put_nowait(CancelRequested(reason))

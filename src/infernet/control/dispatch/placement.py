@@ -1,0 +1,231 @@
+"""Where jobs go: this replica's view of the fleet, the fair queue, and picking a node.
+
+The view is built from the bus's fleet deltas plus each node's health, as `NodeSnapshot`s in
+the router's `Fleet` index. A pick is only a proposal: the slot is reserved by the sessions
+that hold the node's socket (the slot authority), through the bus. Between a pick and the
+authority's answer the slot counts as taken here (`_pending`), so one replica never hands the
+same free slot to two jobs.
+
+When no node is free a job waits in the `FairQueue`; every freed slot is handed out at once,
+in queue order (`_dispatch`), so a newcomer never overtakes a waiting job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import msgspec
+
+from infernet.control.bus import Bus, FleetDelta, NodeGone, NodeInfo, NodeLoad, NodeSeen, Release, Reserve
+from infernet.control.dispatch.jobs import Unplaceable
+from infernet.control.dispatch.queue import FairQueue
+from infernet.control.dispatch.router import Bag, Fleet, NodeSnapshot, RouteRequest, choose, eligible, feasible
+from infernet.control.errors import ModelNotFound, NoNodes
+from infernet.control.health import Health
+
+HEARTBEAT_LOST = "node stopped heartbeating"
+
+
+def advertised_price(info: NodeInfo) -> int:
+    """The node's advertised price per million output tokens (micro-USDC); 0 when unset."""
+    price = info.price or {}
+    return int(price.get("output", max(price.values(), default=0)))
+
+
+@dataclass(eq=False)
+class Waiter:
+    job_id: str
+    key_id: str
+    req: RouteRequest
+    fut: asyncio.Future[str]  # a node whose slot is held for this job
+
+
+class Placement:
+    def __init__(self, bus: Bus, health: Health, *, max_queued: int = 1000, max_queued_per_key: int = 100, rng: random.Random | None = None) -> None:
+        self.bus = bus
+        self.health = health
+        self.fleet = Fleet()
+        self.infos: dict[str, NodeInfo] = {}
+        self.queue: FairQueue[Waiter] = FairQueue(max_queued, max_queued_per_key)
+        self._pending: dict[str, int] = {}
+        self._rng = rng or random.Random()
+        self._job_s = 0.0  # moving average of a job's run time, for Retry-After
+        health.on_change = self.refresh
+        bus.watch(self.on_fleet)
+
+    # -- views ----------------------------------------------------------------------------
+
+    def models(self) -> dict[str, str]:
+        """Model name -> kind, for every model an online node serves."""
+        out: dict[str, str] = {}
+        for info in self.infos.values():
+            for m in info.models:
+                out.setdefault(m.name, m.kind)
+        return out
+
+    def serving(self, model: str) -> Bag:
+        return self.fleet.serving(model)
+
+    def offers(self, model: str) -> list[NodeInfo]:
+        """The online nodes serving `model`, from the fleet index (never a walk of the fleet)."""
+        return [self.infos[s.node_id] for s in self.fleet.serving(model) if s.node_id in self.infos]
+
+    def kind_of(self, model: str) -> str:
+        """"chat" or "embedding" for a model some online node serves; raises NoNodes or
+        ModelNotFound."""
+        if not self.infos:
+            raise NoNodes()
+        for snap in self.fleet.serving(model):
+            info = self.infos.get(snap.node_id)
+            if info is not None:
+                return next((m.kind for m in info.models if m.name == model), "chat")
+        raise ModelNotFound(model)
+
+    def slots_free(self) -> int:
+        return sum(max(0, i.capacity - i.active) for i in self.infos.values())
+
+    # -- the fleet, as the bus reports it -------------------------------------------------
+
+    def on_fleet(self, msg: FleetDelta) -> None:
+        match msg:
+            case NodeSeen(info=info):
+                self.infos[info.node_id] = info
+                self.refresh(info.node_id)
+                self._dispatch(prune=True)
+            case NodeLoad(node_id=node_id, active=active):
+                info = self.infos.get(node_id)
+                if info is not None:
+                    self.infos[node_id] = msgspec.structs.replace(info, active=active)
+                    self.refresh(node_id)
+                    if active < info.capacity:
+                        self._dispatch()
+            case NodeGone(node_id=node_id, reason=reason, busy=busy):
+                info = self.infos.pop(node_id, None)
+                self.fleet.remove(node_id)
+                if info is not None and (busy or reason == HEARTBEAT_LOST):
+                    self.health.dropped(node_id, info.tier)
+                self._dispatch(prune=True)
+
+    def refresh(self, node_id: str) -> None:
+        info = self.infos.get(node_id)
+        if info is None:
+            return
+        view = self.health.view(node_id, info.tier, time.monotonic())
+        self.fleet.put(NodeSnapshot(
+            node_id=node_id, models=frozenset(m.name for m in info.models), tier=info.tier, capacity=max(1, info.capacity),
+            active=info.active + self._pending.get(node_id, 0), tokens_per_s=view.tokens_per_s, latency_ms=view.latency_ms,
+            reputation=view.reputation, price=advertised_price(info), blocked_until=view.blocked_until,
+        ))
+
+    def tick(self) -> None:
+        """Give waiting jobs the nodes whose circuit cooldown ran out."""
+        for node_id in list(self.infos):
+            self.refresh(node_id)
+        self._dispatch()
+
+    # -- placing one job ------------------------------------------------------------------
+
+    def pick(self, req: RouteRequest, only: str | None = None) -> NodeSnapshot | None:
+        req = dataclasses.replace(req, now=time.monotonic())
+        if only is not None:
+            snap = self.fleet.nodes.get(only)
+            return snap if snap is not None and eligible(snap, req) else None
+        return choose(self.fleet, req, self._rng)
+
+    def hold(self, node_id: str) -> None:
+        """Count a slot of the node as taken here until `confirm` or `unhold`."""
+        self._pending[node_id] = self._pending.get(node_id, 0) + 1
+        self.refresh(node_id)
+
+    def unhold(self, node_id: str) -> None:
+        n = self._pending.get(node_id, 0) - 1
+        if n > 0:
+            self._pending[node_id] = n
+        else:
+            self._pending.pop(node_id, None)
+        self.refresh(node_id)
+        self._dispatch()
+
+    async def confirm(self, node_id: str, job_id: str) -> bool:
+        """Ask the slot authority for the held slot. False: the node is gone or full."""
+        try:
+            ok = await self.bus.send(Reserve(node_id, job_id))
+        finally:
+            n = self._pending.get(node_id, 0) - 1
+            if n > 0:
+                self._pending[node_id] = n
+            else:
+                self._pending.pop(node_id, None)
+        if ok:
+            self.health.assigned(node_id)
+        self.refresh(node_id)
+        if not ok:
+            self._dispatch()
+        return ok
+
+    async def release(self, node_id: str, job_id: str) -> None:
+        await self.bus.send(Release(node_id, job_id))
+
+    def enqueue(self, job_id: str, key_id: str, req: RouteRequest, *, front: bool) -> Waiter:
+        """Wait for a slot (raises QueueFull). The waiter's future gets a held node."""
+        waiter = Waiter(job_id, key_id, req, asyncio.get_running_loop().create_future())
+        self.queue.push(key_id, waiter, front=front)
+        self._dispatch()
+        return waiter
+
+    def dequeue(self, waiter: Waiter) -> None:
+        self.queue.remove(waiter.key_id, waiter)
+
+    def waiting(self, key_id: str) -> int:
+        return self.queue.waiting(key_id)
+
+    def unplaceable(self, req: RouteRequest) -> Unplaceable | None:
+        """Why no online node could ever take this request; None when waiting is worth it."""
+        if feasible(self.fleet, req):
+            return None
+        if len(self.fleet.serving(req.model)) > len(req.exclude):
+            return Unplaceable("no_eligible_node", f"no online node serving {req.model} meets this job's constraints (tier, price, latency)")
+        return Unplaceable("model_not_found", f"no online node serves {req.model}")
+
+    def _dispatch(self, prune: bool = False) -> None:
+        """Hand free slots to waiting jobs in fair order; with `prune`, fail the waiters no
+        online node could ever take (their last node went away)."""
+        progress = True
+        while progress and len(self.queue):
+            progress = False
+            for key, w in self.queue.order():
+                pick = self.pick(w.req)
+                if pick is not None:
+                    self.queue.take(key, w)
+                    self.hold(pick.node_id)
+                    w.fut.set_result(pick.node_id)
+                    progress = True
+                    break
+                if prune and (why := self.unplaceable(w.req)) is not None:
+                    self.queue.remove(key, w)
+                    w.fut.set_exception(Refused(why))
+                    progress = True
+                    break
+
+    # -- Retry-After ----------------------------------------------------------------------
+
+    def observe_job(self, seconds: float) -> None:
+        self._job_s = seconds if not self._job_s else 0.9 * self._job_s + 0.1 * seconds
+
+    def retry_after(self, model: str) -> int:
+        """Seconds until a retry likely finds a slot: the queue ahead over the model's capacity."""
+        capacity = sum(n.capacity for n in self.fleet.serving(model)) or 1
+        return max(1, min(60, math.ceil((self._job_s or 1.0) * (len(self.queue) + 1) / capacity)))
+
+
+class Refused(Exception):
+    """A waiter's last possible node went away."""
+
+    def __init__(self, why: Unplaceable) -> None:
+        super().__init__(why.message)
+        self.why = why

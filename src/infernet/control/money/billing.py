@@ -1,0 +1,194 @@
+"""Where jobs meet money: admit (rate limit, price, hold), receipt terms, settle or release.
+
+The job driver calls three things: `admit` before a job starts, `terms` when it hands the job to a
+node (the receipt fields the node will sign), and `settle` when the job ends. Admin keys are
+the operator's own: never refused for balance (their account may go negative), but metered,
+receipted and paid to nodes like any other, so `infernet up` works out of the box and its
+node still earns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infernet.control.bus import NodeInfo
+from infernet.control.dispatch.jobs import JobState, JobStatus
+from infernet.control.errors import PaymentRequired, RateLimited
+from infernet.control.money import pricing
+from infernet.control.money.ledger import InsufficientFunds, Ledger, SignedReceipt, SpendLimitReached
+from infernet.control.store import KeyLimits, Store
+from infernet.protocol import keys, receipts
+
+log = logging.getLogger("infernet.billing")
+
+PRICING_SETTING = "pricing"
+RECEIPT_SKEW_S = 300  # a node's completed_at may differ this much from the control plane's clock
+
+
+def platform_identity(data_dir: Path) -> keys.Identity:
+    """The control plane's signing key, `platform_key.json` (0600) in its data directory.
+
+    Every replica of one network must use the same key: copy the file to each.
+    """
+    return keys.load_or_create(data_dir / "platform_key.json")
+
+
+@dataclass
+class Billing:
+    store: Store
+    platform: keys.Identity
+    ledger: Ledger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.store.engine)
+        self._table: tuple[float, pricing.PriceTable] | None = None
+        self._keys: dict[str, tuple[float, bool, KeyLimits]] = {}
+
+    # -- the operator's price table (shared by replicas through the store) ----------------
+
+    async def table(self) -> pricing.PriceTable:
+        now = time.monotonic()
+        if self._table is not None and self._table[0] > now:
+            return self._table[1]
+        raw = await self.store.settings.get(PRICING_SETTING)
+        table = pricing.DEFAULT
+        if raw is not None:
+            try:
+                table = pricing.decode_table(raw)
+            except ValueError:
+                log.error("the stored price table is invalid; using the defaults")
+        self._table = (now + 2.0, table)  # a change reaches every replica within 2 s
+        return table
+
+    async def set_table(self, table: pricing.PriceTable) -> None:
+        await self.store.settings.put(PRICING_SETTING, pricing.encode_table(table))
+        self._table = None
+
+    # -- the job's life -------------------------------------------------------------------
+
+    async def admit(self, job_id: str, key_id: str, kind: str, model: str, body: dict[str, Any], offers: Iterable[NodeInfo]) -> dict[str, Any]:
+        """Rate-limit, then hold the job's worst-case price. Returns the body to run.
+
+        `offers`: the online nodes serving the model. Raises RateLimited or PaymentRequired.
+        When neither max_tokens nor the model's context is known, the hold's output cap is
+        written into the body so the engine honours it.
+        """
+        is_admin, limits = await self._key(key_id)
+        if limits.rate_limit is not None:
+            wait = await self.store.keys.hit_rate(key_id, limits.rate_limit)
+            if wait is not None:
+                raise RateLimited(wait)
+        table = await self.table()
+        serving = list(offers)
+        contexts = [m.context_length for h in serving for m in h.models if m.name == model and m.context_length]
+        context = max(contexts) if contexts else None
+        out_cap = pricing.output_token_cap(kind, body, context, table)
+        if kind != "embedding" and context is None and not (body.get("max_tokens") or body.get("max_completion_tokens")):
+            body = {**body, "max_tokens": out_cap}
+        rates = [pricing.node_rates(table, h.tier, h.price) for h in serving]
+        amount = pricing.worst_case(pricing.prompt_token_bound(kind, body), out_cap, rates)
+
+        def hold(conn: Any) -> Any:
+            return self.ledger.hold_in(conn, job_id, key_id, amount, overdraft=is_admin, min_balance=table.min_balance, spend_limit=limits.spend_limit)
+
+        # Holds, settlements and releases ride the store's journal, batched and in order with
+        # the jobs' own writes. A hold that can be refused is committed at once and awaited:
+        # the job must not start before its money is in escrow. An admin key's hold without a
+        # spend limit cannot be refused, so it rides the next batch, ahead of the job's own
+        # settlement (the journal keeps order).
+        if is_admin and limits.spend_limit is None:
+            self.store.journal.submit(hold)
+            return body
+        queued = self.store.journal.submit(hold, urgent=True)
+        try:
+            refused = await queued
+            if refused is not None:
+                raise refused
+        except InsufficientFunds as exc:
+            need = receipts.usdc(exc.needed)
+            raise PaymentRequired(
+                f"Insufficient balance: this request needs {need} USDC on account "
+                f"(its worst-case price, and at least the {receipts.usdc(table.min_balance)} USDC minimum balance); "
+                f"you have {receipts.usdc(exc.balance)} USDC. Add funds, or lower max_tokens.",
+            ) from None
+        except SpendLimitReached as exc:
+            raise PaymentRequired(
+                f"Spend limit reached: this key may spend {receipts.usdc(exc.limit)} USDC per 24 h and has "
+                f"{receipts.usdc(exc.spent)} USDC spent or held; this request could cost {receipts.usdc(exc.needed)} USDC. "
+                "Ask an admin to raise the limit, or lower max_tokens.",
+                code="spend_limit_exceeded",
+            ) from None
+        return body
+
+    async def terms(self, job: JobState, node: NodeInfo) -> dict[str, Any]:
+        table = await self.table()
+        rates = pricing.node_rates(table, node.tier, node.price)
+        return receipts.terms(
+            job_id=job.id, node_pubkey=node.node_id, platform_pubkey=self.platform.pubkey, client=job.key_id, model=job.model,
+            input_rate=rates.input, output_rate=rates.output, fee_bps=table.fee_bps, chain=table.chain,
+        )
+
+    async def settle(self, job: JobState) -> SignedReceipt | None:
+        """Charge what was served (completed, or a cancelled stream's delivered part) against a
+        node-signed receipt; anything else, or a receipt that does not check out, releases all."""
+        receipt = self._countersign(job) if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED) else None
+
+        async def settle(conn: Any) -> bool:
+            if receipt is not None:
+                outcome = await self.ledger.settle_in(conn, job.id, receipt)
+                if outcome == "settled":
+                    return True
+                if outcome == "over hold":
+                    log.warning("job %s costs %d, more than was held; releasing its hold", job.id, receipt.body["price"])
+            await self.ledger.release_in(conn, job.id)
+            return False
+
+        return receipt if await self.store.journal.submit(settle) else None
+
+    async def release(self, job_id: str) -> None:
+        await self.store.journal.submit(lambda conn: self.ledger.release_in(conn, job_id))
+
+    def forget_key(self, key_id: str) -> None:
+        self._keys.pop(key_id, None)
+
+    async def _key(self, key_id: str) -> tuple[bool, KeyLimits]:
+        """(is admin, limits), cached 2 s like API keys themselves."""
+        now = time.monotonic()
+        hit = self._keys.get(key_id)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        key = await self.store.keys.get(key_id)
+        limits = await self.store.keys.limits(key_id)
+        is_admin = key is not None and key.is_admin
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[key_id] = (now + 2.0, is_admin, limits)
+        return is_admin, limits
+
+    def _countersign(self, job: JobState) -> SignedReceipt | None:
+        terms, signed, usage = job.terms, job.receipt, job.usage
+        if terms is None or usage is None:
+            return None
+        if signed is None:
+            log.warning("job %s: the node sent no signed receipt; nothing is charged", job.id)
+            return None
+        body, sig = signed
+        when = body.get("completed_at") if isinstance(body, dict) else None
+        if not isinstance(when, int) or isinstance(when, bool) or abs(time.time() - when) > RECEIPT_SKEW_S:
+            log.warning("job %s: the node's receipt has no plausible completed_at; nothing is charged", job.id)
+            return None
+        expected = receipts.complete(terms, usage.prompt_tokens, usage.completion_tokens, when)
+        if body != expected:
+            wrong = sorted(k for k in set(body) | set(expected) if body.get(k) != expected.get(k))
+            log.warning("job %s: the node's receipt differs from the job in %s; nothing is charged", job.id, wrong)
+            return None
+        d = receipts.digest(expected)
+        if not keys.verify(terms["node_pubkey"], d, sig):
+            log.warning("job %s: the node's receipt signature is bad; nothing is charged", job.id)
+            return None
+        return SignedReceipt(expected, sig, self.platform.sign(d))

@@ -1,0 +1,348 @@
+"""The books: double-entry rows in integer micro-USDC, shared by every replica through the store.
+
+Accounts:
+    external:deposits   money that came in (credits); negative by what was deposited
+    client:<key id>     a client's available balance
+    escrow              held for running jobs (one `holds` row per job says how much)
+    node:<pubkey>       a node's earnings not yet paid out
+    platform:fees       the platform's fees
+    external:payouts    money claimed out by nodes
+
+Every movement is one transaction whose entries sum to zero, written with the `balances`
+update in the same database transaction. Holds are taken with a conditional UPDATE
+(`... WHERE balance >= amount`), which also locks the client's row, so two replicas can never
+spend the same money twice. Each hold ends exactly once (settled or released) by a
+conditional UPDATE on its status. `check()` proves the books balance.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from infernet.control.store.engine import insert_for
+from infernet.control.store.schema import api_keys, balances, holds, ledger_entries, payouts, receipts
+from infernet.protocol import receipts as cpr
+
+# Statements are built once per dialect and shape: building a SQLAlchemy construct costs far
+# more than running it, and a job moves money three times.
+
+
+@functools.lru_cache(maxsize=8)
+def _balance_add(dialect: str) -> Any:
+    """INSERT a delta, or add it to the existing balance; executemany-able."""
+    ins = insert_for(dialect)(balances)
+    return ins.on_conflict_do_update(index_elements=["account"], set_={"balance": balances.c.balance + ins.excluded.balance})
+
+
+@functools.lru_cache(maxsize=8)
+def _balance_open(dialect: str) -> Any:
+    return insert_for(dialect)(balances).on_conflict_do_nothing(index_elements=["account"])
+
+
+@functools.lru_cache(maxsize=2)
+def _take(overdraft: bool) -> Any:
+    cond = balances.c.account == sa.bindparam("p_account")
+    if not overdraft:
+        cond = sa.and_(cond, balances.c.balance >= sa.bindparam("p_need"))
+    return balances.update().where(cond).values(balance=balances.c.balance)
+
+
+_HOLD_FOR_UPDATE = sa.select(holds).where(holds.c.job_id == sa.bindparam("p_job")).with_for_update()
+_END_HOLD = holds.update().where(holds.c.job_id == sa.bindparam("p_job"), holds.c.status == "held").values(
+    status=sa.bindparam("p_status"), charged=sa.bindparam("p_charged"), settled_at=sa.bindparam("p_at")
+)
+
+DEPOSITS = "external:deposits"
+PAYOUTS = "external:payouts"
+ESCROW = "escrow"
+FEES = "platform:fees"
+DAY_S = 86_400.0
+
+
+def client_account(key_id: str) -> str:
+    return f"client:{key_id}"
+
+
+def node_account(pubkey: str) -> str:
+    return f"node:{pubkey}"
+
+
+class LedgerError(Exception):
+    pass
+
+
+class InsufficientFunds(LedgerError):
+    def __init__(self, balance: int, needed: int) -> None:
+        super().__init__(f"balance {balance} < {needed}")
+        self.balance = balance
+        self.needed = needed
+
+
+class SpendLimitReached(LedgerError):
+    def __init__(self, spent: int, limit: int, needed: int) -> None:
+        super().__init__(f"spent {spent} + {needed} > limit {limit}")
+        self.spent = spent
+        self.limit = limit
+        self.needed = needed
+
+
+@dataclass(frozen=True, slots=True)
+class SignedReceipt:
+    body: dict[str, Any]
+    node_signature: str
+    platform_signature: str
+
+    def document(self) -> dict[str, Any]:
+        """The receipt file: everything `infernet receipt verify` needs."""
+        return {"receipt": self.body, "node_signature": self.node_signature, "platform_signature": self.platform_signature}
+
+
+def _receipt_doc(row: Any) -> dict[str, Any]:
+    return SignedReceipt(json.loads(row.body), row.node_signature, row.platform_signature).document()
+
+
+class Ledger:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine  # the store's database; movements also ride its journal
+
+    async def _post(self, conn: Any, kind: str, job_id: str | None, entries: list[tuple[str, int]]) -> None:
+        if sum(a for _, a in entries) != 0:
+            raise LedgerError(f"unbalanced {kind} transaction: {entries}")
+        txn, now = "txn_" + secrets.token_hex(12), time.time()
+        rows = [{"txn": txn, "account": acct, "amount": amt, "kind": kind, "job_id": job_id, "created_at": now} for acct, amt in entries if amt]
+        if not rows:
+            return
+        await conn.execute(ledger_entries.insert(), rows)
+        await conn.execute(_balance_add(conn.dialect.name), [{"account": r["account"], "balance": r["amount"]} for r in rows])
+
+    # -- movements ------------------------------------------------------------------------
+
+    async def credit(self, key_id: str, amount: int) -> int:
+        """Fund a client's balance (a payment gateway would call this); returns the new balance."""
+        if amount <= 0:
+            raise ValueError("a credit is a positive amount")
+        async with self.engine.begin() as conn:
+            await self._post(conn, "credit", None, [(DEPOSITS, -amount), (client_account(key_id), amount)])
+            return await self._balance(conn, client_account(key_id))
+
+    async def hold(self, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> None:
+        """Move a job's worst-case price from the client's balance into escrow, or raise."""
+        async with self.engine.begin() as conn:
+            refused = await self.hold_in(conn, job_id, key_id, amount, overdraft=overdraft, min_balance=min_balance, spend_limit=spend_limit, now=now)
+        if refused is not None:
+            raise refused
+
+    async def settle(self, job_id: str, receipt: SignedReceipt) -> bool:
+        """Charge the receipt's price from the job's hold, release the rest, pay node and fee.
+
+        False when the hold was already ended; LedgerError when the price exceeds the hold.
+        """
+        async with self.engine.begin() as conn:
+            outcome = await self.settle_in(conn, job_id, receipt)
+        if outcome == "over hold":
+            raise LedgerError(f"job {job_id} costs {receipt.body['price']}, more than was held")
+        return outcome == "settled"
+
+    async def release(self, job_id: str) -> bool:
+        """Give a job's whole hold back to the client; False when it was already ended."""
+        async with self.engine.begin() as conn:
+            return await self.release_in(conn, job_id)
+
+    # The same movements inside a caller's transaction (the store's journal batches them with
+    # the job's own writes). They never raise for a business reason: a refusal is returned and
+    # nothing is written, so one refused hold cannot roll back a batch of other jobs' writes.
+
+    async def hold_in(self, conn: Any, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> LedgerError | None:
+        if amount < 0:
+            raise ValueError("a hold is not negative")
+        now = time.time() if now is None else now
+        acct = client_account(key_id)
+        await conn.execute(_balance_open(conn.dialect.name), {"account": acct, "balance": 0})
+        # Also takes the row lock: the spend check below sees every earlier hold of this key.
+        res = await conn.execute(_take(overdraft), {"p_account": acct, "p_need": max(amount, min_balance)} if not overdraft else {"p_account": acct})
+        if res.rowcount != 1:
+            return InsufficientFunds(await self._balance(conn, acct), max(amount, min_balance))
+        if spend_limit is not None:
+            spent = await self._spent(conn, key_id, now)
+            if spent + amount > spend_limit:
+                return SpendLimitReached(spent, spend_limit, amount)
+        await conn.execute(holds.insert(), {"job_id": job_id, "key_id": key_id, "amount": amount, "status": "held", "charged": 0, "created_at": now})
+        await self._post(conn, "hold", job_id, [(acct, -amount), (ESCROW, amount)])
+        return None
+
+    async def settle_in(self, conn: Any, job_id: str, receipt: SignedReceipt) -> str:
+        """'settled', 'ended' (no open hold) or 'over hold' (nothing written). The receipt row is
+        written with the money: money moves if and only if a countersigned receipt exists."""
+        body = receipt.body
+        row = (await conn.execute(_HOLD_FOR_UPDATE, {"p_job": job_id})).first()
+        if row is None or row.status != "held":
+            return "ended"
+        if body["price"] > row.amount:
+            return "over hold"
+        res = await conn.execute(_END_HOLD, {"p_job": job_id, "p_status": "settled", "p_charged": body["price"], "p_at": time.time()})
+        if res.rowcount != 1:
+            return "ended"
+        await conn.execute(
+            receipts.insert(),
+            {
+                "job_id": job_id, "node_pubkey": body["node_pubkey"], "key_id": row.key_id, "price": body["price"], "fee": body["fee"], "value": body["value"],
+                "completed_at": body["completed_at"], "body": cpr.canonical(body).decode(), "node_signature": receipt.node_signature,
+                "platform_signature": receipt.platform_signature,
+            },
+        )
+        await self._post(conn, "settle", job_id, [
+            (ESCROW, -row.amount),
+            (client_account(row.key_id), row.amount - body["price"]),
+            (node_account(body["node_pubkey"]), body["value"]),
+            (FEES, body["fee"]),
+        ])
+        return "settled"
+
+    async def release_in(self, conn: Any, job_id: str) -> bool:
+        row = (await conn.execute(_HOLD_FOR_UPDATE, {"p_job": job_id})).first()
+        if row is None or row.status != "held":
+            return False
+        res = await conn.execute(_END_HOLD, {"p_job": job_id, "p_status": "released", "p_charged": 0, "p_at": time.time()})
+        if res.rowcount != 1:
+            return False
+        await self._post(conn, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])
+        return True
+
+    async def open_holds(self, older_than: float | None = None) -> list[str]:
+        q = sa.select(holds.c.job_id).where(holds.c.status == "held")
+        if older_than is not None:
+            q = q.where(holds.c.created_at < older_than)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(q)).scalars())
+
+    async def payout(self, node_pubkey: str, sign: Callable[[dict[str, Any]], str], *, chain: str, platform_pubkey: str, limit: int = 1000) -> dict[str, Any] | None:
+        """Claim the node's unpaid receipts (oldest first, up to `limit`) into one signed record."""
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(receipts)
+                    .where(receipts.c.node_pubkey == node_pubkey, receipts.c.payout_id.is_(None))
+                    .order_by(receipts.c.completed_at, receipts.c.job_id)
+                    .limit(limit)
+                    .with_for_update()
+                )
+            ).all()
+            if not rows:
+                return None
+            payout_id = "po_" + secrets.token_hex(12)
+            docs = [_receipt_doc(r) for r in rows]
+            record = cpr.payout_record(
+                payout_id=payout_id, node_pubkey=node_pubkey, platform_pubkey=platform_pubkey, chain=chain,
+                receipts=[d["receipt"] for d in docs], created_at=int(time.time()),
+            )
+            sig = sign(record)
+            ids = [r.job_id for r in rows]
+            res = await conn.execute(receipts.update().where(receipts.c.job_id.in_(ids), receipts.c.payout_id.is_(None)).values(payout_id=payout_id))
+            if res.rowcount != len(ids):
+                raise LedgerError("another payout claimed some of these receipts; retry")
+            await conn.execute(
+                payouts.insert().values(id=payout_id, node_pubkey=node_pubkey, total=record["total"], receipt_count=len(ids), record=cpr.canonical(record).decode(), platform_signature=sig, created_at=time.time())
+            )
+            await self._post(conn, "payout", None, [(node_account(node_pubkey), -record["total"]), (PAYOUTS, record["total"])])
+        return {"payout": record, "platform_signature": sig, "receipts": docs}
+
+    # -- views ----------------------------------------------------------------------------
+
+    async def _balance(self, conn: Any, account: str) -> int:
+        return int((await conn.execute(sa.select(balances.c.balance).where(balances.c.account == account))).scalar() or 0)
+
+    async def _spent(self, conn: Any, key_id: str, now: float) -> int:
+        charged = sa.select(sa.func.coalesce(sa.func.sum(holds.c.charged), 0)).where(holds.c.key_id == key_id, holds.c.status == "settled", holds.c.settled_at > now - DAY_S)
+        held = sa.select(sa.func.coalesce(sa.func.sum(holds.c.amount), 0)).where(holds.c.key_id == key_id, holds.c.status == "held")
+        return int((await conn.execute(charged)).scalar()) + int((await conn.execute(held)).scalar())
+
+    async def balance(self, account: str) -> int:
+        async with self.engine.connect() as conn:
+            return await self._balance(conn, account)
+
+    async def client_view(self, key_id: str) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            available = await self._balance(conn, client_account(key_id))
+            held = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(holds.c.amount), 0)).where(holds.c.key_id == key_id, holds.c.status == "held"))).scalar())
+            spent = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(holds.c.charged), 0)).where(holds.c.key_id == key_id, holds.c.status == "settled"))).scalar())
+            spent_24h = await self._spent(conn, key_id, time.time()) - held
+        return {"available": available, "held": held, "spent": spent, "spent_24h": spent_24h}
+
+    async def node_view(self, node_pubkey: str) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            unpaid = await self._balance(conn, node_account(node_pubkey))
+            q = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(receipts.c.value), 0)).where(receipts.c.node_pubkey == node_pubkey)
+            count, earned = (await conn.execute(q)).one()
+        return {"unpaid": unpaid, "earned": int(earned), "paid": int(earned) - unpaid, "receipts": int(count)}
+
+    async def node_receipts(self, node_pubkey: str, *, unpaid_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        q = sa.select(receipts).where(receipts.c.node_pubkey == node_pubkey).order_by(receipts.c.completed_at.desc(), receipts.c.job_id).limit(limit)
+        if unpaid_only:
+            q = q.where(receipts.c.payout_id.is_(None))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [{**_receipt_doc(r), "payout_id": r.payout_id} for r in rows]
+
+    async def receipt(self, job_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(receipts).where(receipts.c.job_id == job_id))).first()
+        return _receipt_doc(row) if row else None
+
+    async def check(self) -> list[str]:
+        """Every way the books fail to balance; empty when they do."""
+        problems: list[str] = []
+        async with self.engine.connect() as conn:
+            # One snapshot for every query below, or a job settling meanwhile looks like a hole.
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            else:  # pysqlite opens its transaction before the first write; WAL then pins the snapshot
+                await conn.execute(sa.text("DELETE FROM settings WHERE 1 = 0"))
+
+            async def scalar(q: Any) -> int:
+                return int((await conn.execute(q)).scalar() or 0)
+
+            for txn, total in (await conn.execute(sa.select(ledger_entries.c.txn, sa.func.sum(ledger_entries.c.amount)).group_by(ledger_entries.c.txn).having(sa.func.sum(ledger_entries.c.amount) != 0))).all():
+                problems.append(f"transaction {txn} sums to {total}, not 0")
+            if (total := await scalar(sa.select(sa.func.sum(balances.c.balance)))) != 0:
+                problems.append(f"balances sum to {total}, not 0")
+            posted = dict((await conn.execute(sa.select(ledger_entries.c.account, sa.func.sum(ledger_entries.c.amount)).group_by(ledger_entries.c.account))).all())
+            stored = dict((await conn.execute(sa.select(balances.c.account, balances.c.balance))).all())
+            for acct in set(posted) | set(stored):
+                if int(posted.get(acct) or 0) != int(stored.get(acct) or 0):
+                    problems.append(f"{acct}: balance {stored.get(acct)} but its entries sum to {posted.get(acct)}")
+            held = await scalar(sa.select(sa.func.sum(holds.c.amount)).where(holds.c.status == "held"))
+            if (escrow := int(stored.get(ESCROW) or 0)) != held:
+                problems.append(f"escrow holds {escrow} but open holds total {held}")
+            admins = {client_account(k) for k in (await conn.execute(sa.select(api_keys.c.id).where(api_keys.c.role == "admin"))).scalars()}
+            for acct, bal in stored.items():
+                if bal < 0 and acct.startswith("client:") and acct not in admins:
+                    problems.append(f"{acct} is overdrawn ({bal})")
+            if (fees := int(stored.get(FEES) or 0)) != (want := await scalar(sa.select(sa.func.sum(receipts.c.fee)))):
+                problems.append(f"platform fees {fees} but receipts' fees total {want}")
+            unpaid = dict((await conn.execute(sa.select(receipts.c.node_pubkey, sa.func.sum(receipts.c.value)).where(receipts.c.payout_id.is_(None)).group_by(receipts.c.node_pubkey))).all())
+            for acct, bal in stored.items():
+                if acct.startswith("node:") and bal != int(unpaid.get(acct[5:]) or 0):
+                    problems.append(f"{acct} holds {bal} but its unpaid receipts total {unpaid.get(acct[5:]) or 0}")
+            for pk, total in unpaid.items():
+                if node_account(pk) not in stored and total:
+                    problems.append(f"node {pk[:12]} has unpaid receipts but no balance")
+            paid = await scalar(sa.select(sa.func.sum(payouts.c.total)))
+            if int(stored.get(PAYOUTS) or 0) != paid or paid != await scalar(sa.select(sa.func.sum(receipts.c.value)).where(receipts.c.payout_id.is_not(None))):
+                problems.append(f"payouts {stored.get(PAYOUTS)} disagree with payout records {paid} or their receipts")
+            q = sa.select(holds.c.job_id).select_from(holds.outerjoin(receipts, receipts.c.job_id == holds.c.job_id)).where(
+                sa.or_(
+                    sa.and_(holds.c.status == "settled", sa.or_(receipts.c.job_id.is_(None), receipts.c.price != holds.c.charged, holds.c.charged > holds.c.amount)),
+                    sa.and_(holds.c.status != "settled", receipts.c.job_id.is_not(None)),
+                )
+            )
+            for job_id in (await conn.execute(q)).scalars():
+                problems.append(f"job {job_id}: its hold and its receipt disagree")
+        return problems

@@ -1,0 +1,207 @@
+"""Node sessions: the sockets of the nodes connected to this replica.
+
+Owns the WebSocket transport and its auth (a signed upgrade, then every frame signed in
+its session), heartbeats and the reaper, and the slot authority for these nodes: a slot is
+taken by a `Reserve` on the bus and given back by a `Release`, so `NodeConn.active` holds
+the ids of the jobs a node runs, and nothing else decides it. Frames for a job go to the bus
+(`JobFrame`); a node that goes away takes its jobs with it (`NodeLost`), and the fleet hears
+of every change (`NodeSeen`, `NodeLoad`, `NodeGone`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from infernet.control.bus import Bus, Cancel, Dispatch, JobFrame, NodeGone, NodeInfo, NodeLoad, NodeLost, NodeSeen, Release, Reserve, ToNode
+from infernet.control.dispatch.placement import HEARTBEAT_LOST
+from infernet.control.nodes.auth import check_signed
+from infernet.control.store import Store
+from infernet.protocol import auth
+from infernet.protocol.messages import Accept, Done, Fail, Heartbeat, Hello, Tokens, Welcome, encode, node_decoder
+from infernet.protocol.messages import Cancel as CancelFrame
+
+log = logging.getLogger("infernet.control")
+
+CONNECT_PATH = "/api/v1/nodes/connect"
+
+
+class NodeConn:
+    def __init__(self, ws: WebSocket, hello: Hello, session: bytes) -> None:
+        self.ws = ws
+        self.id = hello.pubkey
+        self.hello = hello
+        self.session = session
+        self.capacity = max(1, hello.capacity)
+        self.active: set[str] = set()  # ids of the jobs this node holds a slot for
+        self.last_seen = time.monotonic()
+        self.tokens_per_s = 0.0  # as the node reports it; routing uses what we measure
+        self.heartbeats = 0
+        self.closed = False
+
+    @property
+    def models(self) -> frozenset[str]:
+        return frozenset(m.name for m in self.hello.models)
+
+    def info(self) -> NodeInfo:
+        h = self.hello
+        return NodeInfo(node_id=self.id, models=tuple(h.models), tier=h.tier, capacity=self.capacity, active=len(self.active), price=h.price, name=h.name, backend=h.backend)
+
+    async def send(self, frame: msgspec.Struct) -> bool:
+        try:
+            await self.ws.send_bytes(encode(frame))
+            return True
+        except Exception:  # the reader notices the dead socket and reclaims the jobs
+            log.debug("send to node %s failed", self.id[:12])
+            return False
+
+
+class NodeSessions:
+    def __init__(self, store: Store, bus: Bus, *, heartbeat_s: float = 10.0, missed_heartbeats: int = 3) -> None:
+        self.store = store
+        self.bus = bus
+        self.heartbeat_s = heartbeat_s
+        self.missed_heartbeats = missed_heartbeats
+        self.nodes: dict[str, NodeConn] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        bus.serve(self)
+
+    # -- the slot authority and the outbound frames ---------------------------------------
+
+    async def handle(self, msg: ToNode) -> bool:
+        conn = self.nodes.get(msg.node_id)
+        if conn is None or conn.closed:
+            return False
+        match msg:
+            case Reserve(job_id=job_id):
+                if len(conn.active) >= conn.capacity:
+                    return False
+                conn.active.add(job_id)
+            case Release(job_id=job_id):
+                if job_id not in conn.active:
+                    return False
+                conn.active.discard(job_id)
+            case Dispatch(job=job):
+                return job.job_id in conn.active and await conn.send(job)
+            case Cancel(job_id=job_id):
+                return job_id in conn.active and await conn.send(CancelFrame(job_id=job_id))
+        self.bus.announce(NodeLoad(conn.id, len(conn.active)))
+        return True
+
+    # -- one node's socket ----------------------------------------------------------------
+
+    async def serve(self, ws: WebSocket) -> None:
+        try:
+            signed = await check_signed(self.store.nonces, ws.headers.get(auth.AUTH_HEADER), "GET", ws.url)
+        except auth.AuthError as exc:
+            log.warning("node connection refused: %s", exc)
+            await ws.close(code=4401, reason=str(exc)[:120])
+            return
+        await ws.accept()
+        session = os.urandom(16)
+        await ws.send_text(encode(Welcome(session=session.hex(), node_id=signed.pubkey, heartbeat_s=self.heartbeat_s)).decode())
+        verifier = auth.FrameVerifier(signed.pubkey, session)
+        conn: NodeConn | None = None
+        try:
+            first = node_decoder.decode(verifier.open(await ws.receive_bytes()))
+            if not isinstance(first, Hello) or first.pubkey != signed.pubkey:
+                raise auth.AuthError("the first frame must be a hello for the signing key")
+            conn = NodeConn(ws, first, session)
+            old = self.nodes.get(conn.id)
+            if old is not None:
+                self._drop(old, "node reconnected")
+            self.nodes[conn.id] = conn
+            self.bus.announce(NodeSeen(conn.info()))
+            await self._register(conn, status="online")
+            log.info("node %s online: %s on %s, tier %s", conn.id[:12], sorted(m.name for m in first.models), first.backend, first.tier)
+            while True:
+                frame = node_decoder.decode(verifier.open(await ws.receive_bytes()))
+                conn.last_seen = time.monotonic()
+                self._on_frame(conn, frame)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        except (auth.AuthError, msgspec.DecodeError) as exc:
+            log.warning("closing node %s: %s", signed.pubkey[:12], exc)
+            try:
+                await ws.close(code=4400, reason=str(exc)[:120])
+            except RuntimeError:
+                pass
+        finally:
+            if conn is not None and self.nodes.get(conn.id) is conn:
+                self._drop(conn, "node disconnected")
+                try:
+                    await self.store.nodes.set_status(conn.id, "offline")
+                except Exception:
+                    log.exception("could not mark node offline")
+
+    async def _register(self, conn: NodeConn, **fields: Any) -> None:
+        h = conn.hello
+        await self.store.nodes.upsert(
+            conn.id, name=h.name, backend=h.backend, tier=h.tier, models=[msgspec.to_builtins(m) for m in h.models],
+            capacity=conn.capacity, hardware=h.hardware, **fields,
+        )
+
+    def _on_frame(self, conn: NodeConn, frame: Any) -> None:
+        if isinstance(frame, (Tokens, Accept, Done, Fail)):
+            # A frame for a job this node no longer holds is a duplicate, or a late one.
+            if frame.job_id in conn.active:
+                self.bus.publish(JobFrame(frame.job_id, conn.id, frame))
+        elif isinstance(frame, Heartbeat):
+            conn.heartbeats += 1
+            conn.tokens_per_s = frame.tokens_per_s
+            changed = False
+            if frame.models is not None:
+                conn.hello = msgspec.structs.replace(conn.hello, models=frame.models)
+                changed = True
+            if frame.capacity is not None and max(1, frame.capacity) != conn.capacity:
+                conn.capacity = max(1, frame.capacity)
+                changed = True
+            if changed:  # a pull, a removal or an engine restart on the node
+                self.bus.announce(NodeSeen(conn.info()))
+                self._spawn(self._register(conn))
+
+    def _drop(self, conn: NodeConn, reason: str) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        if self.nodes.get(conn.id) is conn:
+            del self.nodes[conn.id]
+        jobs, conn.active = conn.active, set()
+        self.bus.announce(NodeGone(conn.id, reason, busy=bool(jobs)))
+        for job_id in jobs:
+            self.bus.publish(NodeLost(job_id, conn.id, reason))
+
+    # -- the reaper -----------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Drop nodes that stopped heartbeating; their jobs follow the fault rules."""
+        limit = self.heartbeat_s * self.missed_heartbeats
+        now = time.monotonic()
+        for conn in list(self.nodes.values()):
+            if now - conn.last_seen > limit:
+                log.warning("node %s missed %d heartbeats; dropping it", conn.id[:12], self.missed_heartbeats)
+                self._drop(conn, HEARTBEAT_LOST)
+                self._spawn(self._close(conn))
+
+    async def _close(self, conn: NodeConn) -> None:
+        try:
+            await conn.ws.close(code=4408, reason="heartbeat timeout")
+        except Exception:
+            pass
+        await self.store.nodes.set_status(conn.id, "offline")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,23 @@
+"""The control plane's tunables, in one frozen place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infernet.control.health.circuit import BreakerPolicy
+from infernet.control.health.verify import VerifyPolicy
+
+
+@dataclass
+class Settings:
+    heartbeat_s: float = 10.0
+    missed_heartbeats: int = 3  # a node silent this many intervals is dropped
+    queue_timeout_s: float = 30.0  # a job's total deadline to start: queueing and failover
+    max_attempts: int = 3  # tries before the first token, across nodes
+    cancel_grace_s: float = 5.0  # wait this long for a cancelled node's final usage
+    max_queued: int = 1000  # jobs waiting for a slot, all keys together
+    max_queued_per_key: int = 100
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    reputation_half_life_s: float = 3600.0
+    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
+    seed: int | None = None  # routing and sampling randomness; fixed for reproducible runs

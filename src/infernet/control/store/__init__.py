@@ -1,0 +1,41 @@
+"""Persistence through SQLAlchemy Core: SQLite embedded, PostgreSQL in cluster mode.
+
+`Store` is the database with one repository per concern (`jobs`, `keys`, `nodes`,
+`nonces`, `settings`) and the write-behind `journal` that job writes and ledger movements
+share. The ledger (`control/money/ledger.py`) takes the same engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infernet.control.store.engine import open_engine, upsert
+from infernet.control.store.jobs import JobRepo
+from infernet.control.store.journal import Journal
+from infernet.control.store.keys import KeyLimits, KeyRecord, KeyRepo, hash_key, new_api_key
+from infernet.control.store.nodes import NodeRepo
+from infernet.control.store.nonces import NonceRepo
+from infernet.control.store.schema import TERMINAL
+from infernet.control.store.settings import SettingsRepo
+
+
+class Store:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.journal = Journal(engine)
+        self.jobs = JobRepo(engine, self.journal)
+        self.keys = KeyRepo(engine)
+        self.nodes = NodeRepo(engine)
+        self.nonces = NonceRepo(engine)
+        self.settings = SettingsRepo(engine)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        return cls(await open_engine(url))
+
+    async def close(self) -> None:
+        await self.journal.drain()
+        await self.engine.dispose()
+
+
+__all__ = ["TERMINAL", "KeyLimits", "KeyRecord", "Store", "hash_key", "new_api_key", "upsert"]

@@ -1,0 +1,58 @@
+"""Opening the database, and the one upsert helper every repository and the ledger share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from infernet.control.store.schema import metadata
+
+
+def upsert(conn: Any, table: sa.Table, keys: list[str], values: dict[str, Any], update: dict[str, Any] | None) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE/NOTHING, on SQLite and PostgreSQL alike."""
+    stmt = insert_for(conn.dialect.name)(table).values(**values)
+    return stmt.on_conflict_do_update(index_elements=keys, set_=update) if update else stmt.on_conflict_do_nothing(index_elements=keys)
+
+
+def insert_for(dialect: str) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def sqlalchemy_url(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+async def open_engine(url: str) -> Any:
+    """An async engine with the schema created. SQLite runs inline on the loop
+    (`inline_sqlite`); PostgreSQL goes through asyncpg."""
+    sa_url = sqlalchemy_url(url)
+    engine: Any
+    if sa_url.startswith("sqlite"):
+        from infernet.control.store.inline_sqlite import InlineEngine
+
+        sync_url = "sqlite:///" + sa_url.split(":///", 1)[1]
+        engine = InlineEngine(sa.create_engine(sync_url, connect_args={"timeout": 30}))
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    else:
+        engine = create_async_engine(sa_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    return engine
