@@ -112,10 +112,16 @@ class Driver:
         return live
 
     def _on_message(self, live: LiveJob, msg: ToJob) -> None:
-        if type(msg) is JobFrame and type(msg.frame) is M.Tokens:
-            if msg.node_id == live.state.node_id:  # the hot path: straight into the event log
+        if msg.node_id != live.listening:
+            return  # an earlier attempt's node, or one that already sent its last frame
+        if type(msg) is JobFrame:
+            if type(msg.frame) is M.Tokens:  # the hot path: straight into the event log
                 live.push_text(msg.frame.text)
-            return
+                return
+            if type(msg.frame) is not M.Accept:
+                live.listening = None
+        else:
+            live.listening = None
         live.inbox.put_nowait(event_of(msg))
 
     # -- driving --------------------------------------------------------------------------
@@ -225,8 +231,11 @@ class Driver:
         if effect is J.Effect.DISPATCH:
             assert new.node_id is not None
             live.placed.set()
+            live.listening = new.node_id
             live.sent_at = time.monotonic()
-            await self.bus.send(Dispatch(new.node_id, M.Job(job_id=live.id, kind=live.kind, body=live.body, receipt=new.terms)))
+            if not await self.bus.send(Dispatch(new.node_id, M.Job(job_id=live.id, kind=live.kind, body=live.body, receipt=new.terms))):
+                live.listening = None  # the node left between its claim and the job frame
+                live.inbox.put_nowait(J.Lost(new.node_id, "the node went away before the job reached it"))
         elif effect is J.Effect.MARK_RUNNING:
             self.store.jobs.queue_transition(live.id, ("assigned",), "running")
         elif effect is J.Effect.CANCEL_NODE:

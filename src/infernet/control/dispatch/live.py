@@ -35,6 +35,9 @@ class LiveJob:
         self.sent_at = 0.0  # monotonic: the job frame went to the node
         self.first_at = 0.0  # monotonic: the first token arrived
         self.cancel_deadline = 0.0  # monotonic: a cancelled node's grace runs out
+        # The node whose frames count: set when the job goes to it, cleared by its last frame.
+        # Text a node sends after its own Done, or from an earlier attempt, is not the answer.
+        self.listening: str | None = None
         self.inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
         self.finished = asyncio.Event()
         self.placed = asyncio.Event()  # assigned to a node, or finished without one
