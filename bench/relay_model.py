@@ -15,8 +15,8 @@ import statistics
 import time
 
 import httpx
-
 from _net import UpProcess
+
 from infernet.backends.embedded import EMBEDDED_MODEL, EmbeddedBackend
 
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to fly."}]

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _net import UpProcess, free_port
 
 HERE = Path(__file__).resolve().parent

@@ -17,7 +17,14 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from infernet.control.dispatch.router import TIERS, Fleet, NodeSnapshot, RouteRequest, best_of, choose
+from infernet.control.dispatch.router import (
+    TIERS,
+    Fleet,
+    NodeSnapshot,
+    RouteRequest,
+    best_of,
+    choose,
+)
 
 MODELS = ("qwen2.5:7b", "llama3.1:8b", "qwen2.5:72b")
 

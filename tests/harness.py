@@ -7,8 +7,8 @@ real embedded model). Use `async with Network.start(...) as net:`.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,8 +19,7 @@ import httpx
 import uvicorn
 
 from infernet.backends.base import Backend
-from infernet.control import ControlPlane, create_app
-from infernet.control import Settings
+from infernet.control import ControlPlane, Settings, create_app
 from infernet.node.daemon import Node
 from infernet.protocol import keys
 

@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 
 from infernet.backends.fit import check_fit
 from infernet.cli import app
-from tests.backends.fakes import FakeOllama, FakeOpenAIEngine, OllamaModel, serve_in_thread
+from tests.backends.fakes import (
+    FakeOllama,
+    FakeOpenAIEngine,
+    OllamaModel,
+    serve_in_thread,
+)
 
 runner = CliRunner()
 

@@ -12,7 +12,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infernet.control.bus import Bus, Cancel, Dispatch, JobFrame, NodeGone, NodeInfo, NodeLoad, NodeLost, NodeSeen, Release, Reserve, ToNode
+from infernet.control.bus import (
+    Bus,
+    Cancel,
+    Dispatch,
+    JobFrame,
+    NodeGone,
+    NodeInfo,
+    NodeLoad,
+    NodeLost,
+    NodeSeen,
+    Release,
+    Reserve,
+    ToNode,
+)
 from infernet.protocol.messages import Accept, Done, Fail, Job, ModelAd, Tokens, Usage
 
 Script = Callable[["FakeNode", Job], Awaitable[None]]
@@ -25,6 +38,12 @@ async def answer(node: FakeNode, job: Job, text: str = "hello there") -> None:
     for i, w in enumerate(words):
         node.tokens(job, w if i == 0 else " " + w)
     node.done(job, Usage(1, len(words)))
+
+
+async def stall(node: FakeNode, job: Job) -> None:
+    """An engine that takes the job and never answers (until cancelled)."""
+    node.accept(job)
+    await asyncio.sleep(3600)
 
 
 @dataclass

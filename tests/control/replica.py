@@ -8,8 +8,7 @@ from pathlib import Path
 
 import uvicorn
 
-from infernet.control import ControlPlane, create_app
-from infernet.control import Settings
+from infernet.control import ControlPlane, Settings, create_app
 from tests.harness import ADMIN_KEY
 
 

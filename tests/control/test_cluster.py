@@ -20,9 +20,9 @@ from infernet.control.store import Store
 from infernet.node.daemon import Node
 from infernet.protocol import keys, receipts
 from tests.control.money.books import funded_key
-from tests.control.rawnode import RawNode, header
 from tests.control.money.test_ledger import run_random_books
 from tests.control.nodes.test_node_auth import _forgeries
+from tests.control.rawnode import RawNode, header
 from tests.harness import ADMIN_KEY, Network, free_port
 
 PG = os.environ.get("INFERNET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 from infernet.backends.fake import FakeBackend
-from infernet.control import schemas
-from infernet.control.health.circuit import BreakerPolicy
-from infernet.control import Settings
+from infernet.control import Settings, schemas
 from infernet.control.dispatch.driver import INTERNAL_KEY_ID
-from infernet.control.dispatch.router import TIERS, RouteRequest
-from infernet.control.store import Store
+from infernet.control.dispatch.router import TIERS
+from infernet.control.health.circuit import BreakerPolicy
 from infernet.control.health.verify import VerifyPolicy
+from infernet.control.store import Store
 from infernet.node.daemon import Node
 from infernet.protocol import keys
 from infernet.protocol.messages import Done, Job

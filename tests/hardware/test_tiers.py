@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from infernet.hardware.devices import Gpu
-from infernet.hardware.tiers import TIERS, choose, gib_floor, tier_for_gpu, tier_for_vram_mb
+from infernet.hardware.tiers import (
+    TIERS,
+    choose,
+    gib_floor,
+    tier_for_gpu,
+    tier_for_vram_mb,
+)
 
 # (vendor, name as the tool prints it, MiB as the tool reports it, arch, the reference's tier)
 REFERENCE_CARDS = [

@@ -27,12 +27,12 @@ import httpx
 
 from infernet.backends._http import (
     INFO_TIMEOUT,
-    stream_event,
     TIMEOUT,
     embedding_inputs,
     embedding_response,
     error_text,
     status_error,
+    stream_event,
     unreachable,
 )
 from infernet.backends.base import BackendError, Chunk, Health

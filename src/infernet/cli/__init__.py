@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from infernet.cli import chat, doctor, hardware, keys, model, money, node, recommend, setup, up  # noqa: F401  (they register commands)
+from infernet.cli import (  # noqa: F401  (they register commands)
+    chat,
+    doctor,
+    hardware,
+    keys,
+    model,
+    money,
+    node,
+    recommend,
+    setup,
+    up,
+)
 from infernet.cli.app import app
 
 

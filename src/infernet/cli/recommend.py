@@ -13,7 +13,6 @@ from infernet import catalog, hardware
 from infernet.cli.app import console, fail
 from infernet.cli.model import model_app
 
-
 # One `model` group holds every model command; `models` is accepted as an alias.
 models_app = model_app
 ENGINES = ("embedded", "ollama", "vllm", "sglang", "llamacpp")

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from infernet.control.errors import InvalidRequest
 from infernet.control.dispatch.router import RouteRequest
+from infernet.control.errors import InvalidRequest
 from infernet.protocol import keys
 
 PosInt = Annotated[int, msgspec.Meta(ge=1)]

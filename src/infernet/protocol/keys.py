@@ -12,7 +12,6 @@ from coincurve import PrivateKey, PublicKeyXOnly
 
 from infernet.protocol import bech32
 
-
 _KEYS: dict[bytes, PrivateKey] = {}
 
 

@@ -11,8 +11,8 @@ from infernet.backends.fake import FakeBackend
 from infernet.client.probe import UPLOAD, WHOAMI, measure_link, whoami
 from infernet.control.api.probe import MAX_UPLOAD
 from infernet.protocol import auth, keys
-from tests.harness import ADMIN_KEY, Network
 from tests.hardware.fakes import FakeTools
+from tests.harness import ADMIN_KEY, Network
 
 
 async def test_link_measurement_against_a_real_control_plane(tmp_path):

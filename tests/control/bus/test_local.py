@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from infernet.control.bus import Dispatch, JobFrame, LocalBus, NodeGone, NodeLoad, NodeLost, Reserve
+from infernet.control.bus import (
+    Dispatch,
+    JobFrame,
+    LocalBus,
+    NodeGone,
+    NodeLoad,
+    NodeLost,
+    Reserve,
+)
 from infernet.protocol.messages import Job, Tokens
 
 

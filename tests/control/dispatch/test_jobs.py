@@ -6,8 +6,23 @@ import msgspec
 import pytest
 
 from infernet.control.dispatch.jobs import (
-    Accepted, CancelRequested, ClaimRefused, Delivered, Done, Effect, Failed, JobState, JobStatus, Lost, Outcome, Placed,
-    TimedOut, Unplaceable, apply, effects, outcome,
+    Accepted,
+    CancelRequested,
+    ClaimRefused,
+    Delivered,
+    Done,
+    Effect,
+    Failed,
+    JobState,
+    JobStatus,
+    Lost,
+    Outcome,
+    Placed,
+    TimedOut,
+    Unplaceable,
+    apply,
+    effects,
+    outcome,
 )
 from infernet.protocol.messages import Usage
 

@@ -9,7 +9,17 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infernet.control.dispatch.router import TIERS, Fleet, NodeSnapshot, RouteRequest, best_of, choose, eligible, feasible, score
+from infernet.control.dispatch.router import (
+    TIERS,
+    Fleet,
+    NodeSnapshot,
+    RouteRequest,
+    best_of,
+    choose,
+    eligible,
+    feasible,
+    score,
+)
 
 
 def snap(i: int | str, tier: str = "cpu", *, cap: int = 4, active: int = 0, models=("m",), **kw) -> NodeSnapshot:

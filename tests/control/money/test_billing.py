@@ -11,7 +11,14 @@ import msgspec
 from infernet.backends.fake import FakeBackend
 from infernet.node.daemon import Node
 from infernet.protocol import keys, receipts
-from tests.control.money.books import TEST_TABLE, balance, books_balance, expected_price, funded_key, set_table
+from tests.control.money.books import (
+    TEST_TABLE,
+    balance,
+    books_balance,
+    expected_price,
+    funded_key,
+    set_table,
+)
 from tests.harness import Network
 
 CPU = TEST_TABLE["tiers"]["cpu"]

@@ -13,7 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from infernet.control.money import ledger as L
-from infernet.control.money.ledger import InsufficientFunds, Ledger, SignedReceipt, SpendLimitReached
+from infernet.control.money.ledger import (
+    InsufficientFunds,
+    Ledger,
+    SignedReceipt,
+    SpendLimitReached,
+)
 from infernet.control.store import Store
 from infernet.control.store.schema import balances
 from infernet.protocol import keys, receipts

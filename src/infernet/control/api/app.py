@@ -12,7 +12,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from infernet import __version__
-from infernet.control.api import dashboard, errors, jobs, keys, money, nodes, openai, probe
+from infernet.control.api import (
+    dashboard,
+    errors,
+    jobs,
+    keys,
+    money,
+    nodes,
+    openai,
+    probe,
+)
 from infernet.control.api.deps import admin, json, plane
 from infernet.control.api.limits import BodyLimit
 from infernet.control.plane import ControlPlane

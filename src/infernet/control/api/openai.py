@@ -12,9 +12,14 @@ from starlette.routing import Route
 
 from infernet.control import schemas
 from infernet.control.api.deps import json, keyed, plane
-from infernet.control.api.openai_format import ChunkWriter, chat_response, completion_response, sse
-from infernet.control.dispatch.live import LiveJob
+from infernet.control.api.openai_format import (
+    ChunkWriter,
+    chat_response,
+    completion_response,
+    sse,
+)
 from infernet.control.dispatch.jobs import JobStatus
+from infernet.control.dispatch.live import LiveJob
 from infernet.control.errors import ClientClosed, InvalidRequest, JobFailed
 from infernet.control.store import KeyRecord
 

@@ -6,7 +6,14 @@ existed. Also the in-memory bus that tests drive with a fake node side.
 
 from __future__ import annotations
 
-from infernet.control.bus.base import FleetDelta, FleetHandler, JobHandler, NodeSide, ToJob, ToNode
+from infernet.control.bus.base import (
+    FleetDelta,
+    FleetHandler,
+    JobHandler,
+    NodeSide,
+    ToJob,
+    ToNode,
+)
 
 
 class LocalBus:

@@ -21,10 +21,27 @@ from dataclasses import dataclass
 
 import msgspec
 
-from infernet.control.bus import Bus, FleetDelta, NodeGone, NodeInfo, NodeLoad, NodeSeen, Release, Reserve
+from infernet.control.bus import (
+    Bus,
+    FleetDelta,
+    NodeGone,
+    NodeInfo,
+    NodeLoad,
+    NodeSeen,
+    Release,
+    Reserve,
+)
 from infernet.control.dispatch.jobs import Unplaceable
 from infernet.control.dispatch.queue import FairQueue
-from infernet.control.dispatch.router import Bag, Fleet, NodeSnapshot, RouteRequest, choose, eligible, feasible
+from infernet.control.dispatch.router import (
+    Bag,
+    Fleet,
+    NodeSnapshot,
+    RouteRequest,
+    choose,
+    eligible,
+    feasible,
+)
 from infernet.control.errors import ModelNotFound, NoNodes
 from infernet.control.health import Health
 

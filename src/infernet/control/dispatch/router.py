@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from infernet.hardware.tiers import EXPECTED_TPS, PRIOR_TPS, TIERS
+from infernet.hardware.tiers import PRIOR_TPS, TIERS
 
 TIER_RANK = {t: len(TIERS) - i for i, t in enumerate(TIERS)}  # cpu=1 ... >=48gb=5
 

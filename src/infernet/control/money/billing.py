@@ -20,7 +20,12 @@ from infernet.control.bus import NodeInfo
 from infernet.control.dispatch.jobs import JobState, JobStatus
 from infernet.control.errors import PaymentRequired, RateLimited
 from infernet.control.money import pricing
-from infernet.control.money.ledger import InsufficientFunds, Ledger, SignedReceipt, SpendLimitReached
+from infernet.control.money.ledger import (
+    InsufficientFunds,
+    Ledger,
+    SignedReceipt,
+    SpendLimitReached,
+)
 from infernet.control.store import KeyLimits, Store
 from infernet.protocol import keys, receipts
 

@@ -28,7 +28,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from infernet.control.store.engine import insert_for
-from infernet.control.store.schema import api_keys, balances, holds, ledger_entries, payouts, receipts
+from infernet.control.store.schema import (
+    api_keys,
+    balances,
+    holds,
+    ledger_entries,
+    payouts,
+    receipts,
+)
 from infernet.protocol import receipts as cpr
 
 # Statements are built once per dialect and shape: building a SQLAlchemy construct costs far

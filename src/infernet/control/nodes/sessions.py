@@ -19,12 +19,35 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from infernet.control.bus import Bus, Cancel, Dispatch, JobFrame, NodeGone, NodeInfo, NodeLoad, NodeLost, NodeSeen, Release, Reserve, ToNode
+from infernet.control.bus import (
+    Bus,
+    Cancel,
+    Dispatch,
+    JobFrame,
+    NodeGone,
+    NodeInfo,
+    NodeLoad,
+    NodeLost,
+    NodeSeen,
+    Release,
+    Reserve,
+    ToNode,
+)
 from infernet.control.dispatch.placement import HEARTBEAT_LOST
 from infernet.control.nodes.auth import check_signed
 from infernet.control.store import Store
 from infernet.protocol import auth
-from infernet.protocol.messages import Accept, Done, Fail, Heartbeat, Hello, Tokens, Welcome, encode, node_decoder
+from infernet.protocol.messages import (
+    Accept,
+    Done,
+    Fail,
+    Heartbeat,
+    Hello,
+    Tokens,
+    Welcome,
+    encode,
+    node_decoder,
+)
 from infernet.protocol.messages import Cancel as CancelFrame
 
 log = logging.getLogger("infernet.control")

@@ -12,7 +12,13 @@ from typing import Any
 from infernet.control.store.engine import open_engine, upsert
 from infernet.control.store.jobs import JobRepo
 from infernet.control.store.journal import Journal
-from infernet.control.store.keys import KeyLimits, KeyRecord, KeyRepo, hash_key, new_api_key
+from infernet.control.store.keys import (
+    KeyLimits,
+    KeyRecord,
+    KeyRepo,
+    hash_key,
+    new_api_key,
+)
 from infernet.control.store.nodes import NodeRepo
 from infernet.control.store.nonces import NonceRepo
 from infernet.control.store.schema import TERMINAL

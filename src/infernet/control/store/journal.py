@@ -23,6 +23,7 @@ from infernet.control.store.schema import job_events, jobs
 
 log = logging.getLogger("infernet.store")
 
+
 @functools.lru_cache(maxsize=64)
 def _transition_stmt(allowed: tuple[str, ...], columns: tuple[str, ...]) -> Any:
     # Building a statement costs far more than running it; build each shape once.
@@ -32,10 +33,12 @@ def _transition_stmt(allowed: tuple[str, ...], columns: tuple[str, ...]) -> Any:
         .values({c: sa.bindparam("p_" + c) for c in columns})
     )
 
+
 def transition(job_id: str, allowed: tuple[str, ...], values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """A conditional UPDATE of one job (`... WHERE status IN allowed`), and its parameters."""
     stmt = _transition_stmt(allowed, tuple(sorted(values)))
     return stmt, {"p_id": job_id, **{"p_" + k: v for k, v in values.items()}}
+
 
 @dataclass
 class Op:
@@ -48,6 +51,7 @@ class Op:
     futures: list[tuple[asyncio.Future[Any], bool | None]] | None = None
     fn: Any = None
     urgent: bool = False
+
 
 class Journal:
     """See the module's docstring."""
@@ -109,7 +113,7 @@ class Journal:
             for part in _urgent_first(batch):
                 await self._commit(part)
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[Op]) -> None:
         try:
             results = await self._write(batch)
         except Exception as exc:
@@ -124,7 +128,7 @@ class Journal:
                 if not fut.done():
                     fut.set_result(result if op.kind == "call" else bool(result) and applies is not False)
 
-    async def _write(self, batch: list[_Op]) -> list[Any]:
+    async def _write(self, batch: list[Op]) -> list[Any]:
         results: list[Any] = []
         async with self._engine.begin() as conn:
             inserts = [op.values for op in batch if op.kind == "insert"]
@@ -160,7 +164,8 @@ class Journal:
             self._flush_now.set()
         await self._idle.wait()
 
-def _urgent_first(batch: list[_Op]) -> list[list[_Op]]:
+
+def _urgent_first(batch: list[Op]) -> list[list[Op]]:
     """Split a batch so that an awaited job write (a claim) commits in a small transaction of
     its own, ahead of the bulk, taking along every earlier write of the same job so that each
     job's writes keep their order. Ledger movements never jump the queue: a hold must see every
@@ -171,6 +176,7 @@ def _urgent_first(batch: list[_Op]) -> list[list[_Op]]:
     first = [op for op in batch if op.kind != "call" and op.job_id in jobs_]
     rest = [op for op in batch if op.kind == "call" or op.job_id not in jobs_]
     return [first, rest] if rest else [first]
+
 
 def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """executemany needs the same keys in every row."""
