@@ -21,6 +21,7 @@ import uvicorn
 from infernet.backends.base import Backend
 from infernet.control import ControlPlane, Settings, create_app
 from infernet.node.daemon import Node
+from infernet.hardware.tiers import TIER_GB, gib_floor
 from infernet.protocol import keys
 
 ADMIN_KEY = "inf-test-admin-key"
@@ -35,6 +36,13 @@ def free_port() -> int:
 class _Server(uvicorn.Server):
     def capture_signals(self):  # type: ignore[no-untyped-def]
         return contextlib.nullcontext()
+
+
+def gpu_report(tier: str) -> dict[str, Any]:
+    """The hardware summary of a machine with one NVIDIA card at the bottom of `tier`."""
+    if tier not in TIER_GB:
+        return {"gpus": []}
+    return {"gpus": [{"vendor": "nvidia", "name": f"Test GPU {TIER_GB[tier]} GB", "vram_mb": gib_floor(TIER_GB[tier]), "tier": tier}]}
 
 
 class HangableNode(Node):
@@ -83,8 +91,15 @@ class Network:
     def client(self, key: str = ADMIN_KEY) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
-    async def add_node(self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True, price: dict[str, int] | None = None) -> RunningNode:
-        node = HangableNode(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price)
+    async def add_node(
+        self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True,
+        price: dict[str, int] | None = None, hardware: dict[str, Any] | None = None,
+    ) -> RunningNode:
+        """A node daemon; unless `hardware` says otherwise, it reports one GPU just big enough
+        for `tier`, as an honest node of that tier would."""
+        if hardware is None:
+            hardware = gpu_report(tier)
+        node = HangableNode(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price, hardware=hardware)
         stop = asyncio.Event()
         running = RunningNode(node, stop, asyncio.create_task(node.run(stop)))
         self.nodes.append(running)

@@ -180,7 +180,7 @@ class EmbeddedBackend:
         stop = body.get("stop") or []
         stops = [stop] if isinstance(stop, str) else list(stop)
         room = self._n_ctx - len(prompt)
-        limit = body.get("max_tokens") or body.get("max_completion_tokens") or room
+        limit = body.get("max_tokens") or room
         limit = min(limit, room)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

@@ -205,7 +205,7 @@ class OllamaBackend:
         stop = body.get("stop")
         if stop:
             opts["stop"] = [stop] if isinstance(stop, str) else list(stop)
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        limit = body.get("max_tokens")
         if limit:
             opts["num_predict"] = int(limit)
         # Known from the last heartbeat's model list; a model that vanished since then is

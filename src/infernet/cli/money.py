@@ -131,9 +131,11 @@ def receipt_verify(
     if is_payout:
         console.print(f"[green]✓[/] payout {body['payout_id']}: {body['receipt_count']} receipts, {receipts.usdc(body['total'])} USDC to node {keys.npub_from_hex(body['node_pubkey'])}", highlight=False)
     else:
+        bill = doc["settlement"]
         console.print(
-            f"[green]✓[/] job {body['job_id']}: {body['input_tokens']} in + {body['output_tokens']} out tokens of {body['model']}, "
-            f"price {receipts.usdc(body['price'])} USDC (node {receipts.usdc(body['value'])}, fee {receipts.usdc(body['fee'])})",
+            f"[green]✓[/] job {body['job_id']}: {bill['input_tokens']} in + {bill['output_tokens']} out tokens of {body['model']} "
+            f"({bill['delivered_tokens']} delivered; the node claimed {body['input_tokens']} + {body['output_tokens']}, metered: {bill['metered']}), "
+            f"price {receipts.usdc(bill['price'])} USDC (node {receipts.usdc(bill['value'])}, fee {receipts.usdc(bill['fee'])})",
             highlight=False,
         )
         console.print(f"  node      {keys.npub_from_hex(body['node_pubkey'])}", highlight=False)
@@ -162,9 +164,9 @@ def payments(control_plane: ControlOpt = None, limit: Annotated[int, typer.Optio
     if p["data"]:
         table = Table("job", "model", "tokens in/out", "value USDC", "completed", "payout")
         for d in p["data"]:
-            r = d["receipt"]
+            r, bill = d["receipt"], d["settlement"]
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["completed_at"]))
-            table.add_row(r["job_id"], r["model"], f"{r['input_tokens']}/{r['output_tokens']}", receipts.usdc(r["value"]), when, d.get("payout_id") or "")
+            table.add_row(r["job_id"], r["model"], f"{bill['input_tokens']}/{bill['output_tokens']}", receipts.usdc(bill["value"]), when, d.get("payout_id") or "")
         console.print(table)
 
 

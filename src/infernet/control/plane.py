@@ -16,7 +16,7 @@ from infernet.control.dispatch.recovery import recover
 from infernet.control.health import Health
 from infernet.control.metrics import Metrics
 from infernet.control.money.billing import Billing, platform_identity
-from infernet.control.nodes import NodeSessions
+from infernet.control.nodes.sessions import NodeSessions
 from infernet.control.settings import Settings
 from infernet.control.store import Store
 
@@ -28,7 +28,9 @@ class ControlPlane:
         self.billing = billing
         self.bus = bus or LocalBus()
         self.health = Health(s.breaker, s.reputation_half_life_s)
-        self.placement = Placement(self.bus, self.health, max_queued=s.max_queued, max_queued_per_key=s.max_queued_per_key, rng=random.Random(s.seed))
+        self.placement = Placement(
+            self.bus, self.health, price_of=billing.output_rate, max_queued=s.max_queued, max_queued_per_key=s.max_queued_per_key, rng=random.Random(s.seed)
+        )
         self.sessions = NodeSessions(store, self.bus, heartbeat_s=s.heartbeat_s, missed_heartbeats=s.missed_heartbeats)
         self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free)
         self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics)

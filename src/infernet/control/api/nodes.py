@@ -10,7 +10,7 @@ from starlette.websockets import WebSocket
 from infernet.control.api.deps import json, keyed, plane
 from infernet.control.api.money import RATE_UNIT
 from infernet.control.money import pricing
-from infernet.control.nodes import CONNECT_PATH
+from infernet.control.nodes.sessions import CONNECT_PATH
 from infernet.control.store import KeyRecord
 
 

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from infernet.control.api.deps import plane
 from infernet.control.errors import BadSignature, PayloadTooLarge
-from infernet.control.nodes import check_signed
+from infernet.control.nodes.auth import check_signed
 from infernet.protocol import auth
 
 MAX_UPLOAD = 32 * 1024 * 1024

@@ -20,6 +20,7 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from infernet.control.bus import (
+    HEARTBEAT_LOST,
     Bus,
     Cancel,
     Dispatch,
@@ -33,8 +34,8 @@ from infernet.control.bus import (
     Reserve,
     ToNode,
 )
-from infernet.control.dispatch.placement import HEARTBEAT_LOST
 from infernet.control.nodes.auth import check_signed
+from infernet.control.nodes.claims import rated_tier
 from infernet.control.store import Store
 from infernet.protocol import auth
 from infernet.protocol.messages import (
@@ -62,6 +63,7 @@ class NodeConn:
         self.hello = hello
         self.session = session
         self.capacity = max(1, hello.capacity)
+        self.tier = rated_tier(hello.tier, hello.hardware)  # its claim, checked against its hardware
         self.active: set[str] = set()  # ids of the jobs this node holds a slot for
         self.last_seen = time.monotonic()
         self.tokens_per_s = 0.0  # as the node reports it; routing uses what we measure
@@ -74,7 +76,7 @@ class NodeConn:
 
     def info(self) -> NodeInfo:
         h = self.hello
-        return NodeInfo(node_id=self.id, models=tuple(h.models), tier=h.tier, capacity=self.capacity, active=len(self.active), price=h.price, name=h.name, backend=h.backend)
+        return NodeInfo(node_id=self.id, models=tuple(h.models), tier=self.tier, capacity=self.capacity, active=len(self.active), price=h.price, name=h.name, backend=h.backend)
 
     async def send(self, frame: msgspec.Struct) -> bool:
         try:
@@ -142,7 +144,9 @@ class NodeSessions:
             self.nodes[conn.id] = conn
             self.bus.announce(NodeSeen(conn.info()))
             await self._register(conn, status="online")
-            log.info("node %s online: %s on %s, tier %s", conn.id[:12], sorted(m.name for m in first.models), first.backend, first.tier)
+            log.info("node %s online: %s on %s, tier %s", conn.id[:12], sorted(m.name for m in first.models), first.backend, conn.tier)
+            if conn.tier != first.tier:
+                log.warning("node %s claims tier %s but its hardware report reaches only %s", conn.id[:12], first.tier, conn.tier)
             while True:
                 frame = node_decoder.decode(verifier.open(await ws.receive_bytes()))
                 conn.last_seen = time.monotonic()
@@ -166,7 +170,7 @@ class NodeSessions:
     async def _register(self, conn: NodeConn, **fields: Any) -> None:
         h = conn.hello
         await self.store.nodes.upsert(
-            conn.id, name=h.name, backend=h.backend, tier=h.tier, models=[msgspec.to_builtins(m) for m in h.models],
+            conn.id, name=h.name, backend=h.backend, tier=conn.tier, models=[msgspec.to_builtins(m) for m in h.models],
             capacity=conn.capacity, hardware=h.hardware, **fields,
         )
 
