@@ -12,6 +12,7 @@ import asyncio
 import codecs
 import importlib.util
 import os
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -214,9 +215,10 @@ class EmbeddedBackend:
 
     def _run(self, prompt: list[int], stops: list[str], limit: int, body: dict[str, Any], cancel: threading.Event, put: Any) -> None:
         llm = self._llm
+        # The sampler's state is the request's own: a seed when the client gives one, else a
+        # fresh one, so no request repeats another's draws (the context is shared).
         seed = body.get("seed")
-        if seed is not None:
-            llm.set_seed(int(seed) & 0xFFFFFFFF)
+        llm.set_seed(int(seed) & 0xFFFFFFFF if seed is not None else secrets.randbits(32))
         temp = body.get("temperature")
         temp = 0.8 if temp is None else float(temp)
         top_p = body.get("top_p")

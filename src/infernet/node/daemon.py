@@ -24,6 +24,7 @@ from infernet.backends.base import Backend, BackendError
 from infernet.protocol import auth, keys, receipts
 from infernet.protocol.messages import (
     Accept,
+    Assembler,
     Cancel,
     Done,
     Fail,
@@ -31,11 +32,13 @@ from infernet.protocol.messages import (
     Hello,
     Job,
     ModelAd,
+    Part,
     Tokens,
     Usage,
     Welcome,
     control_decoder,
     encode,
+    pieces,
 )
 
 log = logging.getLogger("infernet.node")
@@ -181,7 +184,8 @@ class Node:
             self._wake.clear()
             while self._outbox:
                 frame = self._outbox.popleft()
-                await ws.send(self._signer.seal(encode(frame)))
+                for piece in pieces(frame):  # a big result goes as parts, each signed
+                    await ws.send(self._signer.seal(piece))
 
     async def _heartbeat(self, interval: float, advertised: list[ModelAd]) -> None:
         """Every beat re-reads the engine: a pull, a removal or an engine restart reaches
@@ -200,8 +204,18 @@ class Node:
             last_models, last_capacity = models, capacity
 
     async def _reader(self, ws: Any) -> None:
+        parts = Assembler()
         async for raw in ws:
-            frame = control_decoder.decode(raw)
+            try:
+                frame = control_decoder.decode(raw)
+                if isinstance(frame, Part):
+                    whole = parts.feed(frame)
+                    if whole is None:
+                        continue
+                    frame = control_decoder.decode(whole)
+            except (msgspec.DecodeError, ValueError) as exc:  # a newer control plane's frame
+                log.warning("skipping a control-plane frame this node cannot read: %s", exc)
+                continue
             if isinstance(frame, Job):
                 self._on_job(frame)
             elif isinstance(frame, Cancel):

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import msgspec
 
-from infernet.control.nodes.claims import paid_tier
 from infernet.control.bus import (
     HEARTBEAT_LOST,
     Bus,
@@ -47,6 +46,7 @@ from infernet.control.dispatch.router import (
 )
 from infernet.control.errors import ModelNotFound, NoNodes
 from infernet.control.health import Health
+from infernet.control.nodes.claims import paid_tier
 
 PriceOf = Callable[[str, "dict[str, int] | None"], int]
 

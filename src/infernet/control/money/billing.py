@@ -22,13 +22,13 @@ from infernet.control.dispatch.jobs import JobState, JobStatus
 from infernet.control.dispatch.placement import Offer
 from infernet.control.errors import PaymentRequired, RateLimited
 from infernet.control.money import pricing
-from infernet.control.money.metering import Metered, Tokenizers, meter, prompt_bound
 from infernet.control.money.ledger import (
     InsufficientFunds,
     Ledger,
     SignedReceipt,
     SpendLimitReached,
 )
+from infernet.control.money.metering import Metered, Tokenizers, meter, prompt_bound
 from infernet.control.store import KeyLimits, Store
 from infernet.protocol import keys, receipts
 

@@ -30,9 +30,11 @@ import sqlalchemy as sa
 from infernet.control.bounds import MAX_MICRO
 from infernet.control.store.engine import insert_for
 from infernet.control.store.schema import (
+    TERMINAL,
     api_keys,
     balances,
     holds,
+    jobs,
     ledger_entries,
     payouts,
     receipts,
@@ -232,12 +234,11 @@ class Ledger:
         await self._post(conn, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])
         return True
 
-    async def open_holds(self, older_than: float | None = None) -> list[str]:
-        q = sa.select(holds.c.job_id).where(holds.c.status == "held")
-        if older_than is not None:
-            q = q.where(holds.c.created_at < older_than)
+    async def open_holds(self) -> list[tuple[str, float]]:
+        """(job id, created at) of every hold still held."""
+        q = sa.select(holds.c.job_id, holds.c.created_at).where(holds.c.status == "held")
         async with self.engine.connect() as conn:
-            return list((await conn.execute(q)).scalars())
+            return [(r.job_id, r.created_at) for r in (await conn.execute(q)).all()]
 
     async def payout(self, node_pubkey: str, sign: Callable[[dict[str, Any]], str], *, chain: str, platform_pubkey: str, limit: int = 1000) -> dict[str, Any] | None:
         """Claim the node's unpaid receipts (oldest first, up to `limit`) into one signed record."""
@@ -361,4 +362,7 @@ class Ledger:
             )
             for job_id in (await conn.execute(q)).scalars():
                 problems.append(f"job {job_id}: its hold and its receipt disagree")
+            ended = sa.select(holds.c.job_id, jobs.c.status).select_from(holds.join(jobs, jobs.c.id == holds.c.job_id)).where(holds.c.status == "held", jobs.c.status.in_(TERMINAL))
+            for job_id, status in (await conn.execute(ended)).all():
+                problems.append(f"job {job_id} is {status} but its hold of money is still held")
         return problems

@@ -20,7 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infernet.control.money.pricing import TEMPLATE_TOKENS_FIXED, TEMPLATE_TOKENS_PER_MESSAGE, prompt_token_bound
+from infernet.control.money.pricing import (
+    TEMPLATE_TOKENS_FIXED,
+    TEMPLATE_TOKENS_PER_MESSAGE,
+    prompt_token_bound,
+)
 from infernet.protocol.messages import Usage
 
 log = logging.getLogger("infernet.metering")

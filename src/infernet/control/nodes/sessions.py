@@ -40,14 +40,18 @@ from infernet.control.store import Store
 from infernet.protocol import auth
 from infernet.protocol.messages import (
     Accept,
+    Assembler,
     Done,
     Fail,
+    FrameTooBig,
     Heartbeat,
     Hello,
+    Part,
     Tokens,
     Welcome,
     encode,
     node_decoder,
+    pieces,
 )
 from infernet.protocol.messages import Cancel as CancelFrame
 
@@ -80,11 +84,58 @@ class NodeConn:
 
     async def send(self, frame: msgspec.Struct) -> bool:
         try:
-            await self.ws.send_bytes(encode(frame))
+            for piece in pieces(frame):
+                await self.ws.send_bytes(piece)
             return True
         except Exception:  # the reader notices the dead socket and reclaims the jobs
             log.debug("send to node %s failed", self.id[:12])
             return False
+
+
+class _FrameReader:
+    """One node's frames: each message authenticated in its session, parts put together.
+
+    A forged, replayed or oversized frame ends the session. A text message, or a signed frame
+    of a type this control plane does not know (a newer node), is logged and skipped: it
+    says nothing against the node's other jobs."""
+
+    def __init__(self, ws: WebSocket, verifier: auth.FrameVerifier, node_id: str) -> None:
+        self.ws = ws
+        self.verifier = verifier
+        self.node_id = node_id
+        self.parts = Assembler()
+        self.skipped = 0
+
+    async def next(self) -> Any:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            raw = message.get("bytes")
+            if raw is None:
+                self._skip("a text message (node frames are binary)")
+                continue
+            data = self.verifier.open(raw)
+            try:
+                frame = node_decoder.decode(data)
+                if isinstance(frame, Part):
+                    whole = self.parts.feed(frame)
+                    if whole is None:
+                        continue
+                    frame = node_decoder.decode(whole)
+                    if isinstance(frame, Part):
+                        raise msgspec.ValidationError("a part inside a part")
+            except (msgspec.DecodeError, ValueError) as exc:
+                if isinstance(exc, FrameTooBig):
+                    raise
+                self._skip(f"a frame it could not read ({exc})")
+                continue
+            return frame
+
+    def _skip(self, what: str) -> None:
+        self.skipped += 1
+        if self.skipped <= 3 or self.skipped % 1000 == 0:
+            log.warning("node %s sent %s; skipped (%d so far)", self.node_id[:12], what, self.skipped)
 
 
 class NodeSessions:
@@ -131,10 +182,10 @@ class NodeSessions:
         await ws.accept()
         session = os.urandom(16)
         await ws.send_text(encode(Welcome(session=session.hex(), node_id=signed.pubkey, heartbeat_s=self.heartbeat_s)).decode())
-        verifier = auth.FrameVerifier(signed.pubkey, session)
+        reader = _FrameReader(ws, auth.FrameVerifier(signed.pubkey, session), signed.pubkey)
         conn: NodeConn | None = None
         try:
-            first = node_decoder.decode(verifier.open(await ws.receive_bytes()))
+            first = await reader.next()
             if not isinstance(first, Hello) or first.pubkey != signed.pubkey:
                 raise auth.AuthError("the first frame must be a hello for the signing key")
             conn = NodeConn(ws, first, session)
@@ -148,12 +199,12 @@ class NodeSessions:
             if conn.tier != first.tier:
                 log.warning("node %s claims tier %s but its hardware report reaches only %s", conn.id[:12], first.tier, conn.tier)
             while True:
-                frame = node_decoder.decode(verifier.open(await ws.receive_bytes()))
+                frame = await reader.next()
                 conn.last_seen = time.monotonic()
                 self._on_frame(conn, frame)
         except (WebSocketDisconnect, RuntimeError):
             pass
-        except (auth.AuthError, msgspec.DecodeError) as exc:
+        except (auth.AuthError, FrameTooBig) as exc:
             log.warning("closing node %s: %s", signed.pubkey[:12], exc)
             try:
                 await ws.close(code=4400, reason=str(exc)[:120])
