@@ -20,8 +20,9 @@ import uvicorn
 
 from infernet.backends.base import Backend
 from infernet.control import ControlPlane, Settings, create_app
-from infernet.node.daemon import Node
+from infernet.control.api.server import config as server_config
 from infernet.hardware.tiers import TIER_GB, gib_floor
+from infernet.node.daemon import Node
 from infernet.protocol import keys
 
 ADMIN_KEY = "inf-test-admin-key"
@@ -145,7 +146,7 @@ class Network:
             db_url = f"sqlite:///{tmp / 'control.db'}"
         cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5), data_dir=tmp)
         port = free_port()
-        server = _Server(uvicorn.Config(create_app(cp, admin_key=ADMIN_KEY), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1))
+        server = _Server(server_config(create_app(cp, admin_key=ADMIN_KEY), port=port, timeout_graceful_shutdown=1))
         serving = asyncio.create_task(server.serve())
         while not server.started:
             if serving.done():

@@ -163,6 +163,10 @@ class EmbeddedBackend:
         vectors, tokens = await asyncio.to_thread(lambda: minilm.shared().encode(inputs))
         return embedding_response(vectors.tolist(), minilm.MODEL_NAME, tokens, body.get("encoding_format", "float"))
 
+    async def count_tokens(self, text: str) -> int | None:
+        await self.load()
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
+
     async def aclose(self) -> None:
         self._llm = None
 

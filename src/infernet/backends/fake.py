@@ -94,5 +94,8 @@ class FakeBackend:
         tokens = sum(len(str(t).split()) for t in inputs)
         return {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
+    async def count_tokens(self, text: str) -> int | None:
+        return len(text.split())
+
     async def aclose(self) -> None:
         return None

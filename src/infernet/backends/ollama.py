@@ -287,5 +287,8 @@ class OllamaBackend:
         await self._request("DELETE", "/api/delete", json_body={"model": name, "name": name}, model=name)
         self._show_cache.clear()
 
+    async def count_tokens(self, text: str) -> int | None:
+        return None  # this engine has no tokenize endpoint we use yet: the byte bound holds
+
     async def aclose(self) -> None:
         await self._client.aclose()

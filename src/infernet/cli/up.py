@@ -71,13 +71,14 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
     import uvicorn
 
     from infernet.control import ControlPlane, create_app
+    from infernet.control.api.server import config as server_config
 
     class Server(uvicorn.Server):
         def capture_signals(self):  # type: ignore[no-untyped-def]
             return contextlib.nullcontext()  # we handle signals: stop the nodes first
 
     cp = await ControlPlane.open(f"sqlite:///{home / 'control.db'}")
-    server = Server(uvicorn.Config(create_app(cp, admin_key=api_key), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, ws_max_size=2**24, ws_per_message_deflate=False))
+    server = Server(server_config(create_app(cp, admin_key=api_key), host, port, timeout_graceful_shutdown=3))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -260,9 +260,8 @@ class Node:
 
     async def _run_job(self, job: Job) -> None:
         self._send(Accept(job_id=job.job_id))
-        sent_any = False
+        sent: list[str] = []
         usage: Usage | None = None
-        chunks = 0
         started = time.monotonic()
         try:
             if job.kind == "embedding":
@@ -277,8 +276,7 @@ class Node:
             try:
                 async for chunk in stream:
                     if chunk.text:
-                        sent_any = True
-                        chunks += 1
+                        sent.append(chunk.text)
                         self._send(Tokens(job_id=job.job_id, text=chunk.text))
                     if chunk.usage is not None:
                         usage = chunk.usage
@@ -297,19 +295,27 @@ class Node:
                 self._tps = rate if not self._tps else 0.8 * self._tps + 0.2 * rate
         except asyncio.CancelledError:
             if job.job_id in self._cancelled and self._ws is not None:
-                # Metered for what was delivered: the engine's running usage, else the chunks.
-                delivered = usage or Usage(0, chunks)
+                # The engine's running usage, else the text it produced counted (never chunks).
+                delivered = usage or await self._count(sent)
                 self._send(self._done(job, delivered, "cancelled"))
             raise
         except BackendError as exc:
             self.status.jobs_failed += 1
             self.status.last_error = exc.message
-            if usage is None and sent_any:
-                usage = Usage(0, chunks)  # metered for what was delivered, as on cancel
-            self._send(Fail(job_id=job.job_id, message=exc.message, code=exc.code, retryable=exc.retryable and not sent_any, usage=usage))
+            if usage is None and sent:
+                usage = await self._count(sent)
+            self._send(Fail(job_id=job.job_id, message=exc.message, code=exc.code, retryable=exc.retryable and not sent, usage=usage))
         except Exception as exc:  # an engine bug fails this job, never the node
             log.exception("job %s failed", job.job_id)
             self.status.jobs_failed += 1
-            if usage is None and sent_any:
-                usage = Usage(0, chunks)
-            self._send(Fail(job_id=job.job_id, message=f"node error: {type(exc).__name__}: {exc}", retryable=not sent_any, usage=usage))
+            if usage is None and sent:
+                usage = await self._count(sent)
+            self._send(Fail(job_id=job.job_id, message=f"node error: {type(exc).__name__}: {exc}", retryable=not sent, usage=usage))
+
+    async def _count(self, sent: list[str]) -> Usage:
+        """Usage for text an engine produced without reporting usage: its tokenizer's count
+        when the backend has one, else the UTF-8 bytes (an upper bound, which the control plane
+        meters down from the text it relayed)."""
+        text = "".join(sent)
+        counted = await self.backend.count_tokens(text)
+        return Usage(0, counted if counted is not None else len(text.encode()))

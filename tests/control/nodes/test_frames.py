@@ -7,7 +7,19 @@ import asyncio
 
 from infernet.backends.fake import FakeBackend
 from infernet.protocol import keys
-from infernet.protocol.messages import MAX_PIECE, Accept, Done, Hello, Job, ModelAd, Tokens, Usage, control_decoder, encode, pieces
+from infernet.protocol.messages import (
+    MAX_PIECE,
+    Accept,
+    Done,
+    Hello,
+    Job,
+    ModelAd,
+    Tokens,
+    Usage,
+    control_decoder,
+    encode,
+    pieces,
+)
 from tests.control.rawnode import RawNode
 from tests.harness import Network
 

@@ -11,6 +11,7 @@ of every change (`NodeSeen`, `NodeLoad`, `NodeGone`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -58,6 +59,7 @@ from infernet.protocol.messages import Cancel as CancelFrame
 log = logging.getLogger("infernet.control")
 
 CONNECT_PATH = "/api/v1/nodes/connect"
+HELLO_TIMEOUT_S = 10.0  # an authenticated socket that says nothing is closed
 
 
 class NodeConn:
@@ -185,7 +187,7 @@ class NodeSessions:
         reader = _FrameReader(ws, auth.FrameVerifier(signed.pubkey, session), signed.pubkey)
         conn: NodeConn | None = None
         try:
-            first = await reader.next()
+            first = await asyncio.wait_for(reader.next(), HELLO_TIMEOUT_S)
             if not isinstance(first, Hello) or first.pubkey != signed.pubkey:
                 raise auth.AuthError("the first frame must be a hello for the signing key")
             conn = NodeConn(ws, first, session)
@@ -204,6 +206,10 @@ class NodeSessions:
                 self._on_frame(conn, frame)
         except (WebSocketDisconnect, RuntimeError):
             pass
+        except TimeoutError:
+            log.warning("node %s sent no hello within %g s; closing", signed.pubkey[:12], HELLO_TIMEOUT_S)
+            with contextlib.suppress(RuntimeError):
+                await ws.close(code=4408, reason="no hello")
         except (auth.AuthError, FrameTooBig) as exc:
             log.warning("closing node %s: %s", signed.pubkey[:12], exc)
             try:
