@@ -28,8 +28,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 async def list_models(request: Request, key: KeyRecord) -> Response:
     placement = plane(request).placement
+
+    def context(name: str) -> int | None:  # the longest any online node serves
+        return max((m.context_length or 0 for info in placement.offers(name) for m in info.models if m.name == name), default=0) or None
+
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(placement.serving(name))}
+        {"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(placement.serving(name)), "context_length": context(name)}
         for name, kind in sorted(placement.models().items())
     ]
     return json({"object": "list", "data": data})
