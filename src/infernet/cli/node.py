@@ -95,7 +95,7 @@ def stop() -> None:
     if not _alive(pid_file):
         if node_status.live(node_status.read(home)):
             fail(f"the node running from {home} was not started by `infernet start` (pid {node_status.read(home)['pid']})",
-                 "stop it where it was started: its terminal, or `infernet service uninstall` for a service")
+                 "stop it where it was started: its terminal, or `systemctl --user stop infernet-node` for the service")
         if (home / "nodes.json").exists():
             fail(f"no node started by `infernet start` runs from {home}", "the nodes of `infernet up` stop with it: Ctrl-C in its terminal")
         fail("no node is running from this INFERNET_HOME")

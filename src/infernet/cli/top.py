@@ -70,6 +70,7 @@ def gpu_use() -> list[dict[str, Any]]:
 
 
 def machine() -> dict[str, Any]:
+    """CPU (since the last call: the frame interval), load, memory, GPUs."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {"cpu_pct": psutil.cpu_percent(interval=None), "load": [round(x, 2) for x in load], "cores": psutil.cpu_count() or 1,
             "mem_pct": psutil.virtual_memory().percent, "gpus": gpu_use()}
@@ -207,10 +208,16 @@ class NetworkWatch:
                      f"{t['tokens_per_s']} tokens/s · {t['jobs_per_min']} jobs/min")
         head.add_row(f"completed {int(t['jobs_completed'])}", f"failed {int(t['jobs_failed'])} · cancelled {int(t['jobs_cancelled'])}",
                      f"tokens {int(t['tokens_in'])} in / {int(t['tokens_out'])} out")
-        table = Table("node", "id", "status", "models", "load", "tokens/s", "last seen", expand=True)
+        # A live view, so ids are cut to fit; `top --network --json` has them whole.
+        table = Table(expand=True)
+        for name in ("node", "id", "status"):
+            table.add_column(name, no_wrap=True)
+        table.add_column("models")
+        for name in ("load", "decode tok/s", "last seen"):
+            table.add_column(name, no_wrap=True)
         for n in sorted(snap["nodes"], key=lambda n: (n["status"] != "online", n["name"])):
             online = n["status"] == "online"
-            table.add_row(n["name"] or "-", n["id"][:16], Text(n["status"], style="green" if online else "dim"), ", ".join(n["models"]) or "-",
+            table.add_row(n["name"] or "-", n["id"][:12], Text(n["status"], style="green" if online else "dim"), ", ".join(n["models"]) or "-",
                           f"{n['active']}/{n['capacity']}" if online else "-", f"{n.get('tokens_per_s', 0):g}" if online else "-", nodeview.ago(n.get("last_seen")) + " ago")
         return Group(Panel(head, title=f"network {self.url}", title_align="left"), table, _machine_panel(snap["machine"]))
 
@@ -254,6 +261,8 @@ def top(
     """A live view of the node (or with --network, of the network): jobs, tokens/s, load, GPU, earnings."""
     watch: NodeWatch | NetworkWatch = NetworkWatch(url, api_key) if network else NodeWatch(node)
     psutil.cpu_percent(interval=None)  # the first reading is meaningless: start the clock
+    if as_json or once or not console.is_terminal:
+        time.sleep(0.3)  # one frame: give the CPU reading something to measure
     if as_json:
         print_json(watch.snapshot())
         return
