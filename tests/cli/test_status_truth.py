@@ -133,3 +133,9 @@ def test_several_nodes_need_a_choice(tmp_path):
     assert r.returncode == 1 and r.stdout.count("never started") == 2
     r = cli(home, "keys", "show", "--node", "7")
     assert r.returncode == 1 and "no node '7'" in r.stderr
+    for i in range(2):
+        (home / "nodes" / str(i) / "node.log").write_text(f"old {i}\nlast {i}\n")
+    r = cli(home, "logs", "-n", "1")
+    assert r.returncode == 0 and r.stdout.splitlines() == ["[local-0] last 0", "[local-1] last 1"]
+    r = cli(home, "logs", "--node", "1", "-n", "5")
+    assert r.stdout.splitlines() == ["old 1", "last 1"]

@@ -45,3 +45,17 @@ def test_snapshot_of_the_node(up):
     (node,) = snap["nodes"]
     assert node["node"] == "local-0" and node["connected"] and "tokens_per_s" in node
     assert {"cpu_pct", "load", "mem_pct", "gpus"} <= set(snap["machine"])
+
+
+def test_gpu_use_reads_nvidia_smi(tmp_path, monkeypatch):
+    from infernet.cli.top import gpu_use
+    from tests.hardware.fakes import FakeTools
+
+    tools = FakeTools(tmp_path / "bin")
+    # What `nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total
+    # --format=csv,noheader,nounits` prints on a two-card machine (one card not reporting).
+    tools.add("nvidia-smi", [("*utilization.gpu*", "0, NVIDIA H200, 87, 120311, 143771\n1, NVIDIA H200, [N/A], 0, 143771\n", 0)])
+    monkeypatch.setenv("PATH", f"{tools.bin}:/usr/bin:/bin")
+    assert gpu_use() == [{"index": 0, "name": "NVIDIA H200", "util_pct": 87.0, "mem_used_mb": 120311.0, "mem_total_mb": 143771.0}]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert gpu_use() == []

@@ -4,7 +4,9 @@ keys show, payments, payout, logs; and `models` lists what the network serves.""
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
+import threading
 import time
 
 from tests.cli.upnet import PY, cli, env, wait_until
@@ -76,13 +78,13 @@ def test_logs_shows_and_follows_the_nodes_log(up):
         log = up.home / "nodes" / "0" / "node.log"
         with open(log, "a") as fh:
             fh.write("a line written while following\n")
-        seen = []
-
-        def got() -> bool:
-            seen.append(follow.stdout.readline())
-            return "a line written while following" in seen[-1]
-
-        wait_until(got, 15, "the new line")
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in follow.stdout], daemon=True).start()
+        deadline = time.monotonic() + 15
+        while True:  # a reader thread, so a line that never comes fails the test, not hangs it
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if "a line written while following" in line:
+                break
     finally:
         follow.terminate()
         follow.wait(10)
@@ -103,3 +105,22 @@ def test_nodes_list_has_live_last_seen(up):
         (n,) = [n for n in up.nodes() if n["status"] == "online"]
         return time.time() - n["last_seen"] < 12  # a heartbeat every 10 s
     wait_until(fresh, 15, "a live last_seen")
+
+
+def test_follower_survives_truncation_and_rotation(tmp_path):
+    from infernet.cli.nodelogs import _Follower, tail
+
+    log = tmp_path / "node.log"
+    log.write_bytes(b"one\ntwo\nthr")  # the last line is still being written
+    shown, end = tail(log, 5)
+    assert shown == [b"one\n", b"two\n"]
+    f = _Follower(log, b"")
+    f.open(end)
+    with open(log, "ab") as fh:
+        fh.write(b"ee\n")
+    assert f.poll() == [b"three\n"]
+    log.write_bytes(b"new\n")  # truncated and rewritten
+    assert f.poll() == [b"new\n"]
+    log.rename(tmp_path / "node.log.1")
+    log.write_bytes(b"rotated\n")  # a new file at the path
+    assert f.poll() == [b"rotated\n"]

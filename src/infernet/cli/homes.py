@@ -54,7 +54,9 @@ def all_nodes(home: Path | None = None) -> list[NodeHome]:
     with neither gives its own, so `keys show` there still makes an identity to start with."""
     home = home or config.home()
     listed = config.read_json(home / NODES_FILE)
-    found = [NodeHome(home, "node")] if (home / "node.json").exists() or not listed else []
+    # A node.json without a control plane (`model use` writes one) configures no node.
+    own = bool(config.read_json(home / "node.json").get("control_plane"))
+    found = [NodeHome(home, "node")] if own or not listed else []
     for entry in listed.get("nodes", []):
         try:
             found.append(NodeHome(Path(entry["home"]), entry.get("name") or f"local-{entry['index']}", int(entry["index"])))
