@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import time
 from pathlib import Path
 
 from infernet import config
@@ -19,6 +21,8 @@ from infernet.control.money.billing import Billing, platform_identity
 from infernet.control.nodes.sessions import NodeSessions
 from infernet.control.settings import Settings
 from infernet.control.store import Store
+
+log = logging.getLogger("infernet.control")
 
 
 class ControlPlane:
@@ -51,11 +55,29 @@ class ControlPlane:
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def _maintain(self) -> None:
-        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out."""
+        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out; now and
+        then, write when the online nodes were last heard from."""
+        written: dict[str, float] = {}
+        next_write = time.monotonic() + self.settings.last_seen_write_s
         while True:
             await asyncio.sleep(min(1.0, self.settings.heartbeat_s / 2))
             self.sessions.reap()
             self.placement.tick()
+            if time.monotonic() >= next_write:
+                next_write = time.monotonic() + self.settings.last_seen_write_s
+                written = await self._write_last_seen(written)
+
+    async def _write_last_seen(self, written: dict[str, float]) -> dict[str, float]:
+        """One UPDATE for the nodes heard from since the last write (a frame every few
+        seconds per node must not cost a write each). Returns what is now written."""
+        seen = {c.id: c.last_seen for c in self.sessions.nodes.values()}
+        changed = {n: self.sessions.nodes[n].seen_at() for n, t in seen.items() if written.get(n) != t}
+        try:
+            await self.store.nodes.touch(changed)
+        except Exception:  # the store is busy or away: the next round writes it
+            log.exception("could not write the nodes' last_seen")
+            return written
+        return seen
 
     async def aclose(self) -> None:
         if self._maintenance is not None:

@@ -12,6 +12,7 @@ import collections
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import websockets
 
-from infernet import __version__
+from infernet import __version__, logs
 from infernet.backends.base import Backend, BackendError
 from infernet.protocol import auth, keys, receipts
 from infernet.protocol.messages import (
@@ -61,6 +62,10 @@ class NodeStatus:
     active: int = 0
     last_error: str = ""
     connected_at: float = 0.0
+    models: list[str] = field(default_factory=list)  # what the node advertises now
+    capacity: int = 0
+    backend_ok: bool = False  # the engine's last health check (node/status.py runs it)
+    backend_detail: str = ""
 
 
 @dataclass
@@ -75,6 +80,8 @@ class Node:
     # plane clamps them into its bounds for this node's tier. None: the tier's rates.
     price: dict[str, int] | None = None
     status: NodeStatus = field(default_factory=NodeStatus)
+    # Sees every frame sent except token frames (node/metrics.py): per job, never per token.
+    observe: Callable[[msgspec.Struct], None] | None = None
 
     def __post_init__(self) -> None:
         self._ws: Any = None
@@ -132,7 +139,9 @@ class Node:
             if exc.message != self.status.last_error:
                 log.warning("engine unavailable, advertising no models: %s", exc.message)
             self.status.last_error = exc.message
+            self.status.models = []
             return [], self._capacity
+        self.status.models, self.status.capacity = [m.name for m in models], capacity
         return models, capacity
 
     async def _session(self) -> None:
@@ -169,11 +178,13 @@ class Node:
     # -- frames ---------------------------------------------------------------------------
 
     def _send(self, frame: msgspec.Struct) -> None:
-        if isinstance(frame, Tokens) and self._outbox:
-            last = self._outbox[-1]
+        if isinstance(frame, Tokens):
+            last = self._outbox[-1] if self._outbox else None
             if isinstance(last, Tokens) and last.job_id == frame.job_id:
                 self._outbox[-1] = Tokens(job_id=frame.job_id, text=last.text + frame.text)
                 return
+        elif self.observe is not None:
+            self.observe(frame)
         self._outbox.append(frame)
         self._wake.set()
 
@@ -234,7 +245,8 @@ class Node:
         if len(self._jobs) >= self._capacity:
             self._send(Fail(job_id=job.job_id, message="node at capacity", code="over_capacity", retryable=True))
             return
-        task = asyncio.ensure_future(self._run_job(job))
+        with logs.bind(job=job.job_id):  # the task copies the context: its lines carry the id
+            task = asyncio.ensure_future(self._run_job(job))
         self._jobs[job.job_id] = task
         self.status.active = len(self._jobs)
         task.add_done_callback(lambda _t, jid=job.job_id: self._job_done(jid))

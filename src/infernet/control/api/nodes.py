@@ -22,11 +22,16 @@ async def list_nodes(request: Request, key: KeyRecord) -> Response:
     for row in await cp.store.nodes.list():
         conn = online.get(row["id"])
         rates = pricing.node_rates(table, row["tier"], conn.hello.price if conn else None)
+        last_models = [m["name"] for m in row["models"]]
         data.append({
             "id": row["id"], "name": row["name"], "backend": row["backend"], "tier": row["tier"],
-            "models": [m["name"] for m in row["models"]], "capacity": row["capacity"],
+            # What the node offers now: an offline node offers nothing; `last_models` keeps
+            # what it advertised last, for the operator.
+            "models": sorted(conn.models) if conn else [], "last_models": last_models,
+            "capacity": conn.capacity if conn else row["capacity"],
             "active": len(conn.active) if conn else 0, "status": "online" if conn else "offline",
-            "hardware": row["hardware"], "last_seen": row["last_seen"],
+            "tokens_per_s": conn.tokens_per_s if conn else 0.0,
+            "hardware": row["hardware"], "last_seen": conn.seen_at() if conn else row["last_seen"],
             "price": {"input": rates.input, "output": rates.output, "unit": RATE_UNIT},
         })
     return json({"object": "list", "data": data})

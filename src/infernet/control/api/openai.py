@@ -30,7 +30,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def list_models(request: Request, key: KeyRecord) -> Response:
     placement = plane(request).placement
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(placement.serving(name))}
+        {"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(placement.serving(name)), "context_length": placement.context_of(name)}
         for name, kind in sorted(placement.models().items())
     ]
     return json({"object": "list", "data": data})

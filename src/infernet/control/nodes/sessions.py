@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from infernet import logs
 from infernet.control.bus import (
     HEARTBEAT_LOST,
     Bus,
@@ -75,6 +76,10 @@ class NodeConn:
         self.tokens_per_s = 0.0  # as the node reports it; routing uses what we measure
         self.heartbeats = 0
         self.closed = False
+
+    def seen_at(self) -> float:
+        """When the last frame came, on the wall clock (`last_seen` is monotonic)."""
+        return time.time() - (time.monotonic() - self.last_seen)
 
     @property
     def models(self) -> frozenset[str]:
@@ -181,6 +186,7 @@ class NodeSessions:
             log.warning("node connection refused: %s", exc)
             await ws.close(code=4401, reason=str(exc)[:120])
             return
+        logs.node_id.set(signed.pubkey)  # this socket's task: its log lines name the node
         await ws.accept()
         session = os.urandom(16)
         await ws.send_text(encode(Welcome(session=session.hex(), node_id=signed.pubkey, heartbeat_s=self.heartbeat_s)).decode())
