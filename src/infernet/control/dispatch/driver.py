@@ -17,6 +17,7 @@ import secrets
 import time
 from typing import Any
 
+from infernet import logs
 from infernet.control.bus import Bus, Cancel, Dispatch, JobFrame, NodeLost, ToJob
 from infernet.control.dispatch import jobs as J
 from infernet.control.dispatch.live import LiveJob
@@ -108,7 +109,8 @@ class Driver:
         state = J.JobState(id=row["id"], key_id=row["key_id"], kind=row["kind"], model=row["model"], purpose=purpose, max_attempts=self.settings.max_attempts)
         live = self.jobs[state.id] = LiveJob(state, row["body"])
         self.bus.follow(state.id, lambda msg: self._on_message(live, msg))
-        self._spawn(self._drive(live, route or RouteRequest(state.model), only))
+        with logs.bind(job=state.id):  # the job's task and every line it logs carry its id
+            self._spawn(self._drive(live, route or RouteRequest(state.model), only))
         return live
 
     def _on_message(self, live: LiveJob, msg: ToJob) -> None:
