@@ -124,3 +124,11 @@ def test_merkle_root_is_rfc6962_shaped():
     la, lb, lc = h(b"\0" + a), h(b"\0" + b), h(b"\0" + c)
     assert receipts.merkle_root([a]) == la
     assert receipts.merkle_root([a, b, c]) == h(b"\1" + h(b"\1" + la + lb) + lc)
+
+
+def test_a_receipt_from_before_settlements_still_verifies():
+    doc = _doc()
+    legacy = {"receipt": doc["receipt"], "node_signature": doc["node_signature"], "platform_signature": receipts.sign(PLATFORM, doc["receipt"])}
+    assert receipts.verify(legacy, platform_pubkey=PLATFORM.pubkey) == []
+    assert receipts.paid_part(legacy) is legacy["receipt"] and receipts.paid_part(doc) is doc["settlement"]
+    assert receipts.verify({**legacy, "platform_signature": receipts.sign(NODE, doc["receipt"])})

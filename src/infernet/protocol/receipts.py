@@ -228,6 +228,11 @@ def verify(doc: Any, *, platform_pubkey: str | None = None, node_pubkey: str | N
     if not keys.verify(str(body["node_pubkey"]), d, str(doc.get("node_signature") or "")):
         problems.append("the node signature does not match")
     settled = doc.get("settlement")
+    if settled is None and "settlement" not in doc:
+        # A receipt from before settlements: the platform countersigned the claim itself.
+        if not keys.verify(str(body["platform_pubkey"]), d, str(doc.get("platform_signature") or "")):
+            problems.append("the platform countersignature does not match")
+        return problems
     problems += check_settlement(body, settled)
     if isinstance(settled, dict):
         try:
@@ -237,6 +242,12 @@ def verify(doc: Any, *, platform_pubkey: str | None = None, node_pubkey: str | N
         if not keys.verify(str(body["platform_pubkey"]), sd, str(doc.get("platform_signature") or "")):
             problems.append("the platform signature on the settlement does not match")
     return problems
+
+
+def paid_part(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a payout pays for a receipt file: its settlement (the claim, for a receipt from
+    before settlements)."""
+    return doc.get("settlement") or doc["receipt"]
 
 
 # -- payouts --------------------------------------------------------------------------------
@@ -301,8 +312,8 @@ def verify_payout(doc: Any, *, platform_pubkey: str | None = None, node_pubkey: 
     for i, item in enumerate(items):
         for p in verify(item, platform_pubkey=rec.get("platform_pubkey"), node_pubkey=rec.get("node_pubkey")):
             problems.append(f"receipt {i}: {p}")
-        if isinstance(item, dict) and isinstance(item.get("settlement"), dict):
-            bodies.append(item["settlement"])
+        if isinstance(item, dict) and isinstance(item.get("receipt"), dict):
+            bodies.append(paid_part(item))
     if not problems:
         redo = payout_record(
             payout_id=rec["payout_id"], node_pubkey=rec["node_pubkey"], platform_pubkey=rec["platform_pubkey"],

@@ -121,7 +121,10 @@ class SignedReceipt:
 
 
 def _receipt_doc(row: Any) -> dict[str, Any]:
-    return SignedReceipt(json.loads(row.body), row.node_signature, json.loads(row.settlement), row.platform_signature).document()
+    claim = json.loads(row.body)
+    if row.settlement is None:  # from before settlements: the platform countersigned the claim itself
+        return {"receipt": claim, "node_signature": row.node_signature, "platform_signature": row.platform_signature}
+    return SignedReceipt(claim, row.node_signature, json.loads(row.settlement), row.platform_signature).document()
 
 
 class Ledger:
@@ -258,7 +261,7 @@ class Ledger:
             docs = [_receipt_doc(r) for r in rows]
             record = cpr.payout_record(
                 payout_id=payout_id, node_pubkey=node_pubkey, platform_pubkey=platform_pubkey, chain=chain,
-                receipts=[d["settlement"] for d in docs], created_at=int(time.time()),
+                receipts=[cpr.paid_part(d) for d in docs], created_at=int(time.time()),
             )
             sig = sign(record)
             ids = [r.job_id for r in rows]

@@ -19,6 +19,7 @@ from infernet.control.store.keys import (
     hash_key,
     new_api_key,
 )
+from infernet.control.store.migrate import require_head, upgrade
 from infernet.control.store.nodes import NodeRepo
 from infernet.control.store.nonces import NonceRepo
 from infernet.control.store.schema import TERMINAL
@@ -36,8 +37,15 @@ class Store:
         self.settings = SettingsRepo(engine)
 
     @classmethod
-    async def open(cls, url: str) -> Store:
-        return cls(await open_engine(url))
+    async def open(cls, url: str, *, migrate: bool = True, pool_size: int = 10) -> Store:
+        """`migrate`: bring the schema up to date (the embedded default); else refuse a
+        database that is behind (a cluster migrates once, on purpose)."""
+        engine = await open_engine(url, pool_size=pool_size)
+        if migrate:
+            await upgrade(engine)
+        else:
+            await require_head(engine, url)
+        return cls(engine)
 
     async def close(self) -> None:
         await self.journal.drain()

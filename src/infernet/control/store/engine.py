@@ -7,8 +7,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from infernet.control.store.schema import metadata
-
 
 def upsert(conn: Any, table: sa.Table, keys: list[str], values: dict[str, Any], update: dict[str, Any] | None) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE/NOTHING, on SQLite and PostgreSQL alike."""
@@ -33,9 +31,9 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-async def open_engine(url: str) -> Any:
-    """An async engine with the schema created. SQLite runs inline on the loop
-    (`inline_sqlite`); PostgreSQL goes through asyncpg."""
+async def open_engine(url: str, *, pool_size: int = 10) -> Any:
+    """An async engine. SQLite runs inline on the loop (`inline_sqlite`); PostgreSQL goes
+    through asyncpg, `pool_size` connections and as many again in a burst."""
     sa_url = sqlalchemy_url(url)
     engine: Any
     if sa_url.startswith("sqlite"):
@@ -52,7 +50,5 @@ async def open_engine(url: str) -> Any:
             cur.close()
 
     else:
-        engine = create_async_engine(sa_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        engine = create_async_engine(sa_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     return engine

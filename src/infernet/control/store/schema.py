@@ -53,7 +53,13 @@ jobs = sa.Table(
     sa.Column("output", sa.Text, nullable=True),
     sa.Column("result", sa.JSON, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # The lease: the replica driving the job, until when; a sweep takes over expired ones.
+    sa.Column("owner", sa.String(40), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("delivered", sa.Boolean, nullable=False, server_default=sa.false()),  # output reached a job-API follower
+    sa.Column("origin", sa.String(16), nullable=False, server_default="openai"),  # openai | ollama | jobs | internal
     sa.UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_idempotency"),
+    sa.Index("ix_jobs_lease", "status", "lease_until"),
 )
 
 job_events = sa.Table(
@@ -120,7 +126,7 @@ receipts = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
     sa.Column("completed_at", sa.BigInteger, nullable=False),
     sa.Column("body", sa.Text, nullable=False),  # the node's claim: canonical JSON, byte for byte what it signed
-    sa.Column("settlement", sa.Text, nullable=False),  # what the platform charged: canonical JSON it signed
+    sa.Column("settlement", sa.Text, nullable=True),  # what the platform charged: canonical JSON it signed (NULL: from before settlements)
     sa.Column("node_signature", sa.String(128), nullable=False),
     sa.Column("platform_signature", sa.String(128), nullable=False),
     sa.Column("payout_id", sa.String(40), nullable=True, index=True),
