@@ -20,7 +20,6 @@ from infernet.control.bus import (
     NodeGone,
     NodeInfo,
     NodeLoad,
-    NodeLost,
     NodeSeen,
     Release,
     Reserve,
@@ -59,8 +58,13 @@ class FakeNode:
     cancels: list[str] = field(default_factory=list)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
+    session: str = "s1"
+
     def info(self) -> NodeInfo:
-        return NodeInfo(node_id=self.node_id, models=tuple(ModelAd(name=m) for m in self.models), tier=self.tier, capacity=self.capacity, active=len(self.active))
+        return NodeInfo(
+            node_id=self.node_id, models=tuple(ModelAd(name=m) for m in self.models), tier=self.tier, capacity=self.capacity,
+            active=len(self.active), session=self.session,
+        )
 
     def _frame(self, job: Job, frame: Any) -> None:
         if job.job_id in self.active:  # as the sessions filter it: a released job's frames are late
@@ -96,9 +100,7 @@ class FakeFleet:
     def drop(self, node_id: str, reason: str) -> None:
         node = self.nodes.pop(node_id)
         jobs, node.active = node.active, set()
-        self.bus.announce(NodeGone(node_id, reason, busy=bool(jobs)))
-        for job_id in jobs:
-            self.bus.publish(NodeLost(job_id, node_id, reason))
+        self.bus.announce(NodeGone(node_id, node.session, reason, busy=bool(jobs)))
         for task in node.tasks.values():
             task.cancel()
 
@@ -120,5 +122,5 @@ class FakeFleet:
             case Cancel(job_id=job_id):
                 node.cancels.append(job_id)
                 return True
-        self.bus.announce(NodeLoad(node.node_id, len(node.active)))
+        self.bus.announce(NodeLoad(node.node_id, node.session, len(node.active)))
         return True

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -27,24 +26,6 @@ from tests.harness import ADMIN_KEY, Network, free_port
 
 PG = os.environ.get("INFERNET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def pg_url():
-    """A fresh database per test, dropped afterwards, so parallel runs never share state."""
-    import asyncpg
-
-    try:
-        admin = await asyncpg.connect(PG.replace("postgresql://", "postgres://"), timeout=3)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
-    name = "infernet_t_" + secrets.token_hex(6)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_the_books_balance_on_postgresql(pg_url):

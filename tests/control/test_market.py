@@ -169,9 +169,9 @@ async def test_racing_claimers_on_one_store_never_both_win(tmp_path, backend):
             await s.close()
 
 
-async def test_two_control_planes_on_one_store_run_a_job_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    async with Network.start(db_url=url, settings=quiet()) as one, Network.start(db_url=url, settings=quiet()) as two:
+async def test_two_control_planes_on_one_store_run_a_job_once(tmp_path, pg_url):
+    url = pg_url  # one SQLite file is one control plane's; sharing a store is a cluster's PostgreSQL
+    async with Network.start(db_url=url, tmp=tmp_path, settings=quiet()) as one, Network.start(db_url=url, tmp=tmp_path, settings=quiet()) as two:
         engines = [FakeBackend(reply="hello there", delay_s=0.01), FakeBackend(reply="hello there", delay_s=0.01)]
         await one.add_node(engines[0])
         await two.add_node(engines[1])

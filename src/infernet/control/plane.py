@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import random
+import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from infernet import config
 from infernet.control.bus import Bus, LocalBus
 from infernet.control.dispatch.driver import Driver
 from infernet.control.dispatch.placement import Placement
-from infernet.control.dispatch.recovery import recover
+from infernet.control.dispatch.recovery import release_ended_holds, sweep
+from infernet.control.errors import InfernetError
 from infernet.control.health import Health
 from infernet.control.metrics import Metrics
 from infernet.control.money.billing import Billing, platform_identity
@@ -26,12 +30,19 @@ log = logging.getLogger("infernet.control")
 
 
 class ControlPlane:
-    def __init__(self, store: Store, billing: Billing, settings: Settings | None = None, bus: Bus | None = None) -> None:
+    """`alone`: this control plane holds its database by itself (the embedded SQLite file,
+    locked), so at start every open job in it is a previous run's and is recovered at once;
+    replicas of a cluster recover only the jobs whose lease ran out."""
+
+    def __init__(self, store: Store, billing: Billing, settings: Settings | None = None, bus: Bus | None = None, *, alone: bool = False) -> None:
         s = self.settings = settings or Settings()
         self.store = store
         self.billing = billing
-        self.bus = bus or LocalBus()
+        self.bus = bus or LocalBus(store.owner)
+        self.alone = alone
+        store.jobs.lease_s = s.lease_s
         self.health = Health(s.breaker, s.reputation_half_life_s)
+        self.health.share = self.bus.announce  # what one replica learns of a node, all learn
         self.placement = Placement(
             self.bus, self.health, price_of=billing.output_rate, max_queued=s.max_queued, max_queued_per_key=s.max_queued_per_key, rng=random.Random(s.seed)
         )
@@ -39,32 +50,65 @@ class ControlPlane:
         self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free)
         self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics)
         self._maintenance: asyncio.Task[None] | None = None
+        self._lock: Any = None
 
     @classmethod
-    async def open(cls, db_url: str, settings: Settings | None = None, data_dir: Path | None = None, bus: Bus | None = None) -> ControlPlane:
-        """`data_dir` holds the platform's signing key; default: beside a SQLite file, else INFERNET_HOME."""
+    async def open(cls, db_url: str, settings: Settings | None = None, data_dir: Path | None = None, bus: Bus | None = None, *, migrate: bool = True) -> ControlPlane:
+        """`data_dir` holds the platform's signing key; default: beside a SQLite file, else
+        INFERNET_HOME. A SQLite file is the embedded store: one control plane holds it (a lock
+        file beside it), so a second one on the same file is refused. `migrate`: bring the
+        schema up to date (a cluster replica passes False: the cluster migrates on purpose)."""
+        sqlite = db_url.startswith("sqlite:///")
         if data_dir is None:
-            data_dir = Path(db_url.removeprefix("sqlite:///")).parent if db_url.startswith("sqlite:///") else config.home()
-        store = await Store.open(db_url)
-        return cls(store, Billing(store, platform_identity(data_dir)), settings, bus)
+            data_dir = Path(db_url.removeprefix("sqlite:///")).parent if sqlite else config.home()
+        lock = _lock(Path(db_url.removeprefix("sqlite:///"))) if sqlite else None
+        replica = bus.replica if bus is not None else "r-" + secrets.token_hex(6)
+        try:
+            store = await Store.open(db_url, migrate=migrate, owner=replica, pool_size=(settings or Settings()).db_pool)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        cp = cls(store, Billing(store, platform_identity(data_dir)), settings, bus or LocalBus(replica), alone=lock is not None)
+        cp._lock = lock
+        return cp
 
     async def start(self, admin_key: str | None = None, admin_name: str = "admin") -> None:
-        await recover(self.store, self.billing)
+        await self._recover(alone=self.alone)
+        await release_ended_holds(self.store, self.billing)
         if admin_key:
             await self.store.keys.ensure(admin_key, admin_name, "admin")
         self._maintenance = asyncio.create_task(self._maintain())
 
+    async def _recover(self, *, alone: bool = False) -> None:
+        try:
+            await sweep(self.store, self.billing, self.driver, alone=alone)
+        except Exception:  # the store is away: the next round tries again
+            log.exception("could not sweep for jobs whose replica went away")
+
     async def _maintain(self) -> None:
         """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out; now and
         then, write when the online nodes were last heard from."""
+        s = self.settings
         written: dict[str, float] = {}
-        next_write = time.monotonic() + self.settings.last_seen_write_s
+        now = time.monotonic()
+        next_write, next_renew, next_sweep = now + s.last_seen_write_s, now + s.lease_s / 3, now + s.lease_s / 2
         while True:
-            await asyncio.sleep(min(1.0, self.settings.heartbeat_s / 2))
+            await asyncio.sleep(min(1.0, s.heartbeat_s / 2))
             self.sessions.reap()
             self.placement.tick()
-            if time.monotonic() >= next_write:
-                next_write = time.monotonic() + self.settings.last_seen_write_s
+            now = time.monotonic()
+            if now >= next_renew:  # our jobs' leases, one statement for all of them
+                next_renew = now + s.lease_s / 3
+                try:
+                    await self.store.jobs.renew()
+                except Exception:
+                    log.exception("could not renew this replica's job leases")
+            if now >= next_sweep and not self.alone:
+                next_sweep = now + s.lease_s / 2
+                await self._recover()
+            if now >= next_write:
+                next_write = now + s.last_seen_write_s
                 written = await self._write_last_seen(written)
 
     async def _write_last_seen(self, written: dict[str, float]) -> dict[str, float]:
@@ -88,3 +132,18 @@ class ControlPlane:
         await self.sessions.aclose()
         await self.bus.aclose()
         await self.store.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _lock(db: Path) -> Any:
+    """Hold `<db>.lock` for this process's life; refuse when another process holds it."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    f = open(db.with_name(db.name + ".lock"), "a+")  # noqa: SIM115 - held open until aclose
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise InfernetError(f"another control plane is using {db} (its lock {db.name}.lock is held); stop it, or give this one another INFERNET_HOME") from None
+    return f

@@ -22,4 +22,6 @@ class Settings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     reputation_half_life_s: float = 3600.0
     verify: VerifyPolicy = field(default_factory=VerifyPolicy)
+    lease_s: float = 10.0  # a replica that stops renewing its jobs' leases this long loses them
+    db_pool: int = 10  # PostgreSQL connections per replica (and as many again in a burst)
     seed: int | None = None  # routing and sampling randomness; fixed for reproducible runs

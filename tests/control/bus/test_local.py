@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from infernet.control.bus import (
+    CancelJob,
     Dispatch,
     JobFrame,
     LocalBus,
     NodeGone,
     NodeLoad,
-    NodeLost,
     Reserve,
 )
-from infernet.protocol.messages import Job, Tokens
+from infernet.protocol.messages import Done, Job, Tokens, Usage
 
 
 async def test_job_messages_reach_the_jobs_driver_only():
@@ -20,10 +20,11 @@ async def test_job_messages_reach_the_jobs_driver_only():
     bus.follow("a", got["a"].append)
     bus.follow("b", got["b"].append)
     frame = JobFrame("a", "n1", Tokens(job_id="a", text="hi"))
+    done = JobFrame("b", "n1", Done(job_id="b", usage=Usage(1, 1)))
     bus.publish(frame)
-    bus.publish(NodeLost("b", "n1", "gone"))
-    bus.publish(NodeLost("nobody", "n1", "gone"))  # no driver: dropped, no error
-    assert got == {"a": [frame], "b": [NodeLost("b", "n1", "gone")]}
+    bus.publish(done)
+    bus.publish(JobFrame("nobody", "n1", Tokens(job_id="nobody", text="x")))  # no driver: dropped, no error
+    assert got == {"a": [frame], "b": [done]}
     bus.unfollow("a")
     bus.publish(frame)
     assert got["a"] == [frame]
@@ -34,9 +35,9 @@ async def test_fleet_deltas_reach_every_watcher():
     seen: list[list] = [[], []]
     for s in seen:
         bus.watch(s.append)
-    bus.announce(NodeLoad("n1", 2))
-    bus.announce(NodeGone("n1", "bye", busy=False))
-    assert seen[0] == seen[1] == [NodeLoad("n1", 2), NodeGone("n1", "bye", busy=False)]
+    bus.announce(NodeLoad("n1", "s1", 2))
+    bus.announce(NodeGone("n1", "s1", "bye", busy=False))
+    assert seen[0] == seen[1] == [NodeLoad("n1", "s1", 2), NodeGone("n1", "s1", "bye", busy=False)]
 
 
 async def test_node_messages_go_to_the_node_side_and_say_whether_they_landed():
@@ -57,3 +58,12 @@ async def test_node_messages_go_to_the_node_side_and_say_whether_they_landed():
     assert await bus.send(Reserve("n1", "j")) is True
     assert await bus.send(Dispatch("n1", job)) is False
     assert side.got == [Reserve("n1", "j"), Dispatch("n1", job)]
+
+
+async def test_driver_messages_reach_this_replicas_driver_only():
+    bus = LocalBus("r-one")
+    got: list = []
+    bus.drive(got.append)
+    bus.tell("r-one", CancelJob("j1"))
+    bus.tell("r-other", CancelJob("j2"))  # no other replica in one process
+    assert got == [CancelJob("j1")] and bus.replica == "r-one"

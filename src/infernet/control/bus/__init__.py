@@ -2,26 +2,31 @@
 
 from infernet.control.bus.base import (
     HEARTBEAT_LOST,
+    Attach,
     Bus,
     Cancel,
+    CancelJob,
     Dispatch,
     FleetDelta,
     JobFrame,
+    Judged,
     NodeGone,
     NodeInfo,
     NodeLoad,
-    NodeLost,
     NodeSeen,
     NodeSide,
+    Relay,
     Release,
     Reserve,
+    ToDriver,
     ToJob,
     ToNode,
+    Verdict,
 )
 from infernet.control.bus.local import LocalBus
 
 __all__ = [
-    "HEARTBEAT_LOST",
-    "Bus", "Cancel", "Dispatch", "FleetDelta", "JobFrame", "LocalBus", "NodeGone", "NodeInfo", "NodeLoad",
-    "NodeLost", "NodeSeen", "NodeSide", "Release", "Reserve", "ToJob", "ToNode",
+    "HEARTBEAT_LOST", "Attach", "Bus", "Cancel", "CancelJob", "Dispatch", "FleetDelta", "JobFrame", "Judged", "LocalBus",
+    "NodeGone", "NodeInfo", "NodeLoad", "NodeSeen", "NodeSide", "Relay", "Release", "Reserve", "ToDriver", "ToJob", "ToNode",
+    "Verdict",
 ]

@@ -1,12 +1,16 @@
 """The seam between where a node's socket lives and where a job is driven.
 
-Three directions, each with frozen messages:
+Four directions, each with frozen messages:
 - to a node (`send`): reserve or release one of its slots, dispatch a job to it, cancel one;
   answered by whoever holds the node's socket (the slot authority for its nodes);
-- to a job (`publish`): a node's frames for the job, or the news that its node is gone;
-  delivered to whoever drives the job;
-- to the fleet (`announce`): node state deltas (joined or changed, load, gone), delivered to
-  every replica's placement.
+- to a job (`publish`): a node's frames for the job, delivered to whoever drives the job;
+- to a replica's driver (`tell`): cancel, or attach to, a job it drives, for a client whose
+  request arrived at another replica;
+- to the fleet (`announce`): node state deltas (joined or changed, load, gone) and health
+  notes (an attempt judged, a verification), delivered to every replica, this one included.
+  A job's node is lost when its session ends (`NodeGone`) or is replaced by another
+  (`NodeSeen` with a new session): the driver learns it from the fleet, whichever replica
+  held the socket, even one that died.
 
 In one process the bus is direct calls (`LocalBus`); in a cluster it is Redis, and nothing
 above it changes. Shaped like httpx's transports: one small protocol, one in-memory
@@ -16,7 +20,7 @@ implementation that tests drive directly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -58,15 +62,33 @@ class JobFrame(msgspec.Struct, frozen=True):
     frame: Accept | Tokens | Done | Fail
 
 
-class NodeLost(msgspec.Struct, frozen=True):
-    """The job's node went away (disconnected, silent, or replaced by a reconnect)."""
+ToJob = JobFrame
+
+# -- to the replica driving a job (a client's request arrived at another one) -----------
+
+
+class CancelJob(msgspec.Struct, frozen=True):
+    job_id: str
+    reason: str = "cancelled by the client"
+
+
+class Attach(msgspec.Struct, frozen=True):
+    """Send the job's events after `after` to `follower`, as `Relay`s tagged `stream`."""
 
     job_id: str
-    node_id: str
-    reason: str
+    after: int
+    follower: str  # the replica id of the one asking
+    stream: str
 
 
-ToJob = JobFrame | NodeLost
+class Relay(msgspec.Struct, frozen=True):
+    """One event of an attached job, or None: the job is not live here (read the store)."""
+
+    stream: str
+    event: tuple[int, str, dict[str, Any]] | None
+
+
+ToDriver = CancelJob | Attach | Relay
 
 # -- to the fleet -----------------------------------------------------------------------
 
@@ -77,12 +99,14 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     node_id: str
     models: tuple[ModelAd, ...]
-    tier: str
+    tier: str  # rated: its claim, checked against its hardware
     capacity: int
     active: int = 0
     price: dict[str, int] | None = None  # the node's own ask, micro-USDC per million tokens
     name: str = ""
     backend: str = ""
+    session: str = ""  # this connection; a reconnect is a new session, and the old one's jobs are lost
+    replica: str = ""  # the replica holding its socket
 
 
 class NodeSeen(msgspec.Struct, frozen=True):
@@ -93,6 +117,7 @@ class NodeSeen(msgspec.Struct, frozen=True):
 
 class NodeLoad(msgspec.Struct, frozen=True):
     node_id: str
+    session: str
     active: int
 
 
@@ -100,14 +125,36 @@ HEARTBEAT_LOST = "node stopped heartbeating"
 
 
 class NodeGone(msgspec.Struct, frozen=True):
+    """A node's session ended; its jobs there are lost."""
+
     node_id: str
+    session: str
     reason: str
     busy: bool  # it held jobs when it went
 
 
-FleetDelta = NodeSeen | NodeLoad | NodeGone
+class Judged(msgspec.Struct, frozen=True):
+    """One attempt's outcome on a node, for every replica's view of its health."""
+
+    node_id: str
+    tier: str | None
+    outcome: str  # success | failure | neutral
+    ttft_s: float | None = None
+    tokens: int = 0
+    stream_s: float | None = None
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """A verification of a node's answer: passed or caught."""
+
+    node_id: str
+    passed: bool
+
+
+FleetDelta = NodeSeen | NodeLoad | NodeGone | Judged | Verdict
 
 JobHandler = Callable[[ToJob], None]
+DriverHandler = Callable[[ToDriver], None]
 FleetHandler = Callable[[FleetDelta], None]
 
 
@@ -128,6 +175,10 @@ class Bus(Protocol):
         this is the relay's hot path."""
         ...
 
+    def tell(self, replica: str, msg: ToDriver) -> None:
+        """Deliver to the replica `replica`'s driver (cancel or attach to a job it drives)."""
+        ...
+
     def announce(self, msg: FleetDelta) -> None:
         """Deliver to every watcher of the fleet."""
         ...
@@ -141,5 +192,14 @@ class Bus(Protocol):
     def unfollow(self, job_id: str) -> None: ...
 
     def watch(self, handler: FleetHandler) -> None: ...
+
+    def drive(self, handler: DriverHandler) -> None:
+        """Register this replica's driver as the addressee of `tell`."""
+        ...
+
+    @property
+    def replica(self) -> str:
+        """This replica's id."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -6,21 +6,31 @@ existed. Also the in-memory bus that tests drive with a fake node side.
 
 from __future__ import annotations
 
+import secrets
+
 from infernet.control.bus.base import (
+    DriverHandler,
     FleetDelta,
     FleetHandler,
     JobHandler,
     NodeSide,
+    ToDriver,
     ToJob,
     ToNode,
 )
 
 
 class LocalBus:
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
+        self._replica = replica or "r-" + secrets.token_hex(6)
         self._nodes: NodeSide | None = None
         self._jobs: dict[str, JobHandler] = {}
         self._fleet: list[FleetHandler] = []
+        self._driver: DriverHandler | None = None
+
+    @property
+    def replica(self) -> str:
+        return self._replica
 
     async def send(self, msg: ToNode) -> bool:
         if self._nodes is None:
@@ -31,6 +41,10 @@ class LocalBus:
         handler = self._jobs.get(msg.job_id)
         if handler is not None:
             handler(msg)
+
+    def tell(self, replica: str, msg: ToDriver) -> None:
+        if replica == self._replica and self._driver is not None:
+            self._driver(msg)
 
     def announce(self, msg: FleetDelta) -> None:
         for handler in self._fleet:
@@ -47,6 +61,9 @@ class LocalBus:
 
     def watch(self, handler: FleetHandler) -> None:
         self._fleet.append(handler)
+
+    def drive(self, handler: DriverHandler) -> None:
+        self._driver = handler
 
     async def aclose(self) -> None:
         return None  # nothing is held open; the wiring stays for a restarted app

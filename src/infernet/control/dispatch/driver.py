@@ -15,10 +15,23 @@ import logging
 import random
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from infernet import logs
-from infernet.control.bus import Bus, Cancel, Dispatch, JobFrame, NodeLost, ToJob
+from infernet.control.bus import (
+    Attach,
+    Bus,
+    Cancel,
+    CancelJob,
+    Dispatch,
+    FleetDelta,
+    NodeGone,
+    NodeSeen,
+    Relay,
+    ToDriver,
+    ToJob,
+)
 from infernet.control.dispatch import jobs as J
 from infernet.control.dispatch.live import LiveJob
 from infernet.control.dispatch.placement import Placement, Refused, Waiter
@@ -41,9 +54,7 @@ OPEN = ("queued", "assigned", "running")
 
 
 def event_of(msg: ToJob) -> J.Event:
-    """A bus message for a job as a state-machine event (token batches never get here)."""
-    if isinstance(msg, NodeLost):
-        return J.Lost(msg.node_id, msg.reason)
+    """A node's frame for a job as a state-machine event (token batches never get here)."""
     f = msg.frame
     if isinstance(f, M.Accept):
         return J.Accepted(msg.node_id)
@@ -67,14 +78,19 @@ class Driver:
         self.verifier = Verifier(settings.verify, self.run_internal, health.verdict, random.Random(settings.seed))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._persisting: set[asyncio.Task[Any]] = set()
+        self._on_node: dict[str, dict[str, str]] = {}  # node -> {job id: the node's session it was sent to}
+        self._attached: dict[str, asyncio.Queue[Any]] = {}  # streams of jobs driven elsewhere
+        bus.watch(self._on_fleet)
+        bus.drive(self._on_driver)
 
     # -- submitting -----------------------------------------------------------------------
 
     async def submit(
         self, key_id: str, kind: str, model: str, body: dict[str, Any], idempotency_key: str | None = None,
-        route: RouteRequest | None = None, *, purpose: str = "client", only: str | None = None,
+        route: RouteRequest | None = None, *, purpose: str = "client", only: str | None = None, origin: str = "openai",
     ) -> tuple[LiveJob | None, dict[str, Any] | None]:
         """Create and start a job. With a reused idempotency key: (live or None, existing row).
+        `origin`: the API it came through (`jobs`: its client may re-attach from anywhere).
 
         `route` carries the client's constraints; `only` pins an internal job to one node.
         """
@@ -83,7 +99,7 @@ class Driver:
         if billed:  # the worst-case price is held before anything starts
             assert self.billing is not None
             body = await self.billing.admit(job_id, key_id, kind, model, body, self.placement.offers(model))
-        row = dict(id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key)
+        row = dict(id=job_id, key_id=key_id, kind=kind, model=model, status="queued", body=body, idempotency_key=idempotency_key, origin=origin if purpose == "client" else "internal")
         if idempotency_key:
             # The unique (key, idempotency key) index decides which POST made the job.
             try:
@@ -98,16 +114,22 @@ class Driver:
                 return self.jobs.get(existing["id"]), existing
         else:
             self.store.jobs.queue_insert(**row)
-        live = self.adopt(row, route, purpose=purpose, only=only)
+        live = self.adopt(row, route, purpose=purpose, only=only, origin=row["origin"])
         if purpose == "client" and kind != "embedding" and self.verifier.canary_due():
             self._spawn(self.verifier.canary(model, [n.node_id for n in self.placement.serving(model)]))
         return live, None
 
-    def adopt(self, row: dict[str, Any], route: RouteRequest | None = None, *, purpose: str = "client", only: str | None = None) -> LiveJob:
-        """Drive a job whose row is stored as queued. Another replica may drive it too: the
-        claim decides which one runs it."""
-        state = J.JobState(id=row["id"], key_id=row["key_id"], kind=row["kind"], model=row["model"], purpose=purpose, max_attempts=self.settings.max_attempts)
+    def adopt(self, row: dict[str, Any], route: RouteRequest | None = None, *, purpose: str = "client", only: str | None = None, origin: str = "openai") -> LiveJob:
+        """Drive a job whose row is stored as queued (a new one, or one taken over from a
+        replica that went away). Another replica may drive it too: the claim decides."""
+        attempts = int(row.get("attempts") or 0)
+        state = J.JobState(
+            id=row["id"], key_id=row["key_id"], kind=row["kind"], model=row["model"], purpose=purpose,
+            max_attempts=self.settings.max_attempts + attempts, attempts=attempts,
+        )
         live = self.jobs[state.id] = LiveJob(state, row["body"])
+        if origin == "jobs":  # its client may re-attach at another replica: delivery must be on record
+            live.on_delivered = lambda: self.store.jobs.queue_delivered(state.id)
         self.bus.follow(state.id, lambda msg: self._on_message(live, msg))
         with logs.bind(job=state.id):  # the job's task and every line it logs carry its id
             self._spawn(self._drive(live, route or RouteRequest(state.model), only))
@@ -117,15 +139,89 @@ class Driver:
         if msg.node_id != live.listening:
             return  # an earlier attempt's node, or one that already sent its last frame
         live.last_frame = time.monotonic()
-        if type(msg) is JobFrame:
-            if type(msg.frame) is M.Tokens:  # the hot path: straight into the event log
-                live.push_text(msg.frame.text)
-                return
-            if type(msg.frame) is not M.Accept:
-                live.listening = None
-        else:
-            live.listening = None
+        frame = msg.frame
+        if type(frame) is M.Tokens:  # the hot path: straight into the event log
+            live.push_text(frame.text)
+            return
+        if type(frame) is not M.Accept:
+            self._stop_listening(live)
         live.inbox.put_nowait(event_of(msg))
+
+    def _stop_listening(self, live: LiveJob) -> None:
+        node, live.listening = live.listening, None
+        if node is not None:
+            on_node = self._on_node.get(node)
+            if on_node is not None:
+                on_node.pop(live.id, None)
+                if not on_node:
+                    del self._on_node[node]
+
+    def _on_fleet(self, msg: FleetDelta) -> None:
+        """A job's node is lost when its session ends or a reconnect replaces it, wherever its
+        socket was held (a replica that died included)."""
+        if isinstance(msg, NodeGone):
+            node, alive, why = msg.node_id, None, msg.reason
+        elif isinstance(msg, NodeSeen):
+            node, alive, why = msg.info.node_id, msg.info.session, "node reconnected"
+        else:
+            return
+        for job_id, session in list(self._on_node.get(node, {}).items()):
+            if alive is not None and session == alive:
+                continue
+            if isinstance(msg, NodeGone) and session != msg.session:
+                continue
+            live = self.jobs.get(job_id)
+            if live is not None and live.listening == node:
+                self._stop_listening(live)
+                live.inbox.put_nowait(J.Lost(node, why))
+
+    # -- a client at another replica --------------------------------------------------------
+
+    def _on_driver(self, msg: ToDriver) -> None:
+        if isinstance(msg, CancelJob):
+            live = self.jobs.get(msg.job_id)
+            if live is not None:
+                live.request_cancel(msg.reason)
+        elif isinstance(msg, Attach):
+            self._spawn(self._relay(msg))
+        elif isinstance(msg, Relay):
+            queue = self._attached.get(msg.stream)
+            if queue is not None:
+                queue.put_nowait(msg.event)
+
+    async def _relay(self, msg: Attach) -> None:
+        live = self.jobs.get(msg.job_id)
+        if live is None:
+            return self.bus.tell(msg.follower, Relay(msg.stream, None))
+        async for event in live.follow(msg.after):  # a follower elsewhere takes it: it counts as delivered
+            self.bus.tell(msg.follower, Relay(msg.stream, event))
+        self.bus.tell(msg.follower, Relay(msg.stream, None))
+
+    async def follow(self, job_id: str, after: int, owner: str | None) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+        """The job's events after `after`, live, from this replica or from the one driving it;
+        ends when the job ends, or when no replica drives it (then the store has the rest)."""
+        live = self.jobs.get(job_id)
+        if live is not None:
+            async for event in live.follow(after):
+                yield event
+            return
+        if owner is None or owner == self.bus.replica:
+            return
+        stream = secrets.token_hex(8)
+        queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None] = asyncio.Queue()
+        self._attached[stream] = queue
+        try:
+            self.bus.tell(owner, Attach(job_id, after, self.bus.replica, stream))
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), self.settings.stall_timeout_s)
+                except TimeoutError:
+                    return  # its replica went away
+                if event is None:
+                    return
+                yield tuple(event)  # type: ignore[misc]
+        finally:
+            self._attached.pop(stream, None)
 
     # -- driving --------------------------------------------------------------------------
 
@@ -238,7 +334,7 @@ class Driver:
                 else:
                     node = live.state.node_id
                     assert node is not None
-                    live.listening = None
+                    self._stop_listening(live)
                     await self.bus.send(Cancel(node, live.id))  # free the engine, if it is still there
                     event = J.Lost(node, f"the node sent nothing for this job in {self.settings.stall_timeout_s:g} s")
             return await self._step(live, event)
@@ -249,10 +345,12 @@ class Driver:
         if effect is J.Effect.DISPATCH:
             assert new.node_id is not None
             live.placed.set()
+            info = self.placement.infos.get(new.node_id)
             live.listening = new.node_id
+            self._on_node.setdefault(new.node_id, {})[live.id] = info.session if info is not None else ""
             live.sent_at = time.monotonic()
-            if not await self.bus.send(Dispatch(new.node_id, M.Job(job_id=live.id, kind=live.kind, body=live.body, receipt=new.terms))):
-                live.listening = None  # the node left between its claim and the job frame
+            if info is None or not await self.bus.send(Dispatch(new.node_id, M.Job(job_id=live.id, kind=live.kind, body=live.body, receipt=new.terms))):
+                self._stop_listening(live)  # the node left between its claim and the job frame
                 live.inbox.put_nowait(J.Lost(new.node_id, "the node went away before the job reached it"))
         elif effect is J.Effect.MARK_RUNNING:
             self.store.jobs.queue_transition(live.id, ("assigned",), "running")
@@ -273,6 +371,7 @@ class Driver:
             self.store.jobs.queue_transition(live.id, ("assigned", "running"), "queued", node_id=None)
 
     async def _release(self, live: LiveJob, node_id: str, new: J.JobState, event: J.Event) -> None:
+        self._stop_listening(live)
         await self.placement.release(node_id, live.id)
         info = self.placement.infos.get(node_id)
         metered = live.metered

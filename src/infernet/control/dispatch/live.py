@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from infernet.control.dispatch.jobs import CancelRequested, JobState, JobStatus
@@ -39,6 +39,7 @@ class LiveJob:
         self.last_frame = 0.0  # monotonic: the node's last frame for this job (stall detection)
         self.deadline = 0.0  # monotonic: when waiting for a node gives up (per attempt)
         self.metered: Any = None  # what billing made of the node's claim (money.metering.Metered)
+        self.on_delivered: Callable[[], object] | None = None  # called when a follower first takes output
         self.cancel_deadline = 0.0  # monotonic: a cancelled node's grace runs out
         # The node whose frames count: set when the job goes to it, cleared by its last frame.
         # Text a node sends after its own Done, or from an earlier attempt, is not the answer.
@@ -146,6 +147,8 @@ class LiveJob:
                 event = self.events[i]
                 i += 1
                 if event[1] == "token" and event[0] > self.delivered:
+                    if not self.delivered and self.on_delivered is not None:
+                        self.on_delivered()
                     self.delivered = event[0]  # token events come first, numbered 1..n
                 yield event
             if self.finished.is_set():

@@ -131,19 +131,24 @@ class Placement:
                 self.infos[info.node_id] = info
                 self.refresh(info.node_id)
                 self._dispatch(prune=True)
-            case NodeLoad(node_id=node_id, active=active):
+            case NodeLoad(node_id=node_id, session=session, active=active):
                 info = self.infos.get(node_id)
-                if info is not None:
+                if info is not None and info.session == session:  # not a replaced session's
                     self.infos[node_id] = msgspec.structs.replace(info, active=active)
                     self.refresh(node_id)
                     if active < info.capacity:
                         self._dispatch()
-            case NodeGone(node_id=node_id, reason=reason, busy=busy):
-                info = self.infos.pop(node_id, None)
+            case NodeGone(node_id=node_id, session=session, reason=reason, busy=busy):
+                info = self.infos.get(node_id)
+                if info is None or info.session != session:
+                    return  # a session already replaced by a reconnect
+                del self.infos[node_id]
                 self.fleet.remove(node_id)
-                if info is not None and (busy or reason == HEARTBEAT_LOST):
+                if busy or reason == HEARTBEAT_LOST:
                     self.health.dropped(node_id, info.tier)
                 self._dispatch(prune=True)
+            case _:
+                self.health.on_fleet(msg)
 
     def refresh(self, node_id: str) -> None:
         info = self.infos.get(node_id)

@@ -1,27 +1,66 @@
-"""What a control plane does at start for the jobs a previous run left behind."""
+"""Jobs whose replica went away, and money left held.
+
+Every open job is leased to the replica driving it (`store/jobs.py`), which renews the
+leases of all its jobs in one statement every few seconds. A sweep takes over jobs whose
+lease ran out, one by one and atomically, so a job is never recovered by two replicas and a
+living replica's jobs are never touched. What happens to a taken-over job follows the fault
+rules:
+- a job of the job API (its client may re-attach anywhere) whose output reached nobody is
+  put back in the queue and driven here, invisibly, under its hold;
+- any other (an OpenAI or Ollama request's client was connected to the replica that died, so
+  it cannot get the answer now) ends `failed` with a clear error, and its hold goes back.
+Either way it is charged once at most: money moves only with a job's final row.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import TYPE_CHECKING
 
 from infernet.control.money.billing import Billing
 from infernet.control.store import TERMINAL, Store
 
-RESTARTED = "the control plane restarted while this job ran"
+if TYPE_CHECKING:
+    from infernet.control.dispatch.driver import Driver
+
+log = logging.getLogger("infernet.control")
+
+LOST = "the control plane replica running this job went away"
+OPEN = ("queued", "assigned", "running")
 # A hold is committed just before its job's row (which rides the journal, committed within
 # milliseconds): a hold with no job this much later belongs to a request that never got one.
 ORPHAN_AGE_S = 60.0
 
 
-async def recover(store: Store, billing: Billing | None) -> None:
-    """Jobs left unfinished by a previous run end as failed. Holds of ended jobs go back,
-    whatever their age: a job's settlement commits with its final row, so an ended job
-    still holding money is one whose run died before it could release it."""
-    for row in await store.jobs.unfinished():
-        await store.jobs.finish(row["id"], ("queued", "assigned", "running"), "failed", [(1, "error", {"message": RESTARTED, "code": "restarted", "status": "failed"})], error=RESTARTED)
-    if billing is not None:
-        now = time.time()
-        for job_id, created_at in await billing.ledger.open_holds():
-            row = await store.jobs.get(job_id)
-            if (row is not None and row["status"] in TERMINAL) or (row is None and created_at < now - ORPHAN_AGE_S):
-                await billing.release(job_id)
+async def sweep(store: Store, billing: Billing | None, driver: Driver, *, alone: bool = False) -> int:
+    """Take over the jobs whose lease expired (`alone`: every open job: this control plane
+    holds its database alone, so whoever ran them is gone). Returns how many were taken."""
+    taken = 0
+    for row in await store.jobs.expired(all_open=alone):
+        if not await store.jobs.take_over(row["id"], force=alone):
+            continue  # renewed, or another replica was first
+        taken += 1
+        if row["origin"] == "jobs" and not row["delivered"]:
+            if await store.jobs.transition(row["id"], OPEN, "queued", owner=store.owner, node_id=None):
+                log.info("job %s: its replica went away before any output was delivered; running it again", row["id"])
+                driver.adopt({**row, "status": "queued"}, origin="jobs")
+                continue
+        if await store.jobs.finish(row["id"], OPEN, "failed", [(1, "error", {"message": LOST, "code": "replica_lost", "status": "failed"})], error=LOST):
+            log.info("job %s: its replica went away; failed", row["id"])
+            if billing is not None:
+                await billing.release(row["id"])
+    return taken
+
+
+async def release_ended_holds(store: Store, billing: Billing) -> int:
+    """Give back the holds of ended jobs, whatever their age: a job's settlement commits with
+    its final row, so an ended job still holding money is one whose run died between the two."""
+    released = 0
+    now = time.time()
+    for job_id, created_at in await billing.ledger.open_holds():
+        row = await store.jobs.get(job_id)
+        if (row is not None and row["status"] in TERMINAL) or (row is None and created_at < now - ORPHAN_AGE_S):
+            await billing.release(job_id)
+            released += 1
+    return released

@@ -2,7 +2,11 @@
 place where a job's outcome is folded into them.
 
 Placement reads `view(node)` into each node's routing snapshot; every change calls
-`on_change(node)` so the snapshot is rebuilt at once.
+`on_change(node)` so the snapshot is rebuilt at once. What one replica learns of a node it
+shares: `judge` and `verdict` make notes (`Judged`, `Verdict`) that `share` sends to every
+replica, this one included, and each applies them in `on_fleet`, so every replica's view of a
+node's reputation and breaker is made from the same outcomes. (The half-open probe is a
+replica's own: only the replica that sent it can see it end.)
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infernet.control.bus import Judged, Verdict
 from infernet.control.dispatch.jobs import Outcome
 from infernet.control.health.circuit import Breaker, BreakerPolicy
 from infernet.control.health.reputation import Reputation
@@ -45,6 +50,7 @@ class Health:
         self.breakers: dict[str, Breaker] = {}
         self.reputation = Reputation(half_life_s)
         self.on_change: Callable[[str], None] = lambda node_id: None
+        self.share: Callable[[Judged | Verdict], None] = self.on_fleet  # the bus's announce, once wired
 
     def breaker(self, node_id: str) -> Breaker:
         b = self.breakers.get(node_id)
@@ -78,36 +84,39 @@ class Health:
         self.on_change(node_id)
 
     def judge(self, node_id: str, tier: str | None, outcome: Outcome, timing: Timing) -> None:
-        """Fold one attempt's outcome into the node's breaker and reputation."""
+        """One attempt's outcome, for every replica's breaker and reputation of the node."""
         now = time.monotonic()
-        breaker = self.breaker(node_id)
-        rec = self.reputation.of(node_id, tier)
-        if outcome is Outcome.SUCCESS:
-            breaker.on_success()
-            ttft = (timing.first_at or now) - timing.sent_at
-            stream_s = now - timing.first_at if timing.first_at else None
-            rec.completed(now, ttft_s=ttft, tokens=timing.tokens, stream_s=stream_s)
-        elif outcome is Outcome.FAILURE:
-            breaker.on_failure(now)
-            rec.failure(now)
-        else:
-            breaker.on_abandon()
-        self.on_change(node_id)
+        ttft = (timing.first_at or now) - timing.sent_at if timing.sent_at else None
+        stream_s = now - timing.first_at if timing.first_at else None
+        self.share(Judged(node_id, tier, str(outcome), ttft, timing.tokens, stream_s))
+
+    def verdict(self, node_id: str, passed: bool) -> None:
+        """A verification's result; a failed one opens the circuit at once."""
+        self.share(Verdict(node_id, passed))
 
     def dropped(self, node_id: str, tier: str) -> None:
         """The node went away while it held jobs, or went silent: one failure, however many
-        jobs it took down with it."""
+        jobs it took down with it. (Every replica hears the drop itself.)"""
         now = time.monotonic()
         self.breaker(node_id).on_failure(now)
         self.reputation.of(node_id, tier).failure(now)
 
-    def verdict(self, node_id: str, passed: bool) -> None:
-        """A verification's result; a failed one opens the circuit at once."""
+    def on_fleet(self, note: Judged | Verdict) -> None:
         now = time.monotonic()
-        self.reputation.of(node_id).verification(now, passed)
-        if not passed:
-            self.breaker(node_id).on_failure(now, severe=True)
-        self.on_change(node_id)
+        breaker = self.breaker(note.node_id)
+        if isinstance(note, Verdict):
+            self.reputation.of(note.node_id).verification(now, note.passed)
+            if not note.passed:
+                breaker.on_failure(now, severe=True)
+        elif note.outcome == Outcome.SUCCESS:
+            breaker.on_success()
+            self.reputation.of(note.node_id, note.tier).completed(now, ttft_s=note.ttft_s, tokens=note.tokens, stream_s=note.stream_s)
+        elif note.outcome == Outcome.FAILURE:
+            breaker.on_failure(now)
+            self.reputation.of(note.node_id, note.tier).failure(now)
+        else:
+            breaker.on_abandon()
+        self.on_change(note.node_id)
 
 
 __all__ = ["Breaker", "BreakerPolicy", "Health", "Reputation", "Timing", "View"]

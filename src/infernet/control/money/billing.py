@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from infernet.control.dispatch.jobs import JobState, JobStatus
 from infernet.control.dispatch.placement import Offer
 from infernet.control.errors import PaymentRequired, RateLimited
@@ -30,11 +32,13 @@ from infernet.control.money.ledger import (
 )
 from infernet.control.money.metering import Metered, Tokenizers, meter, prompt_bound
 from infernet.control.store import KeyLimits, Store
+from infernet.control.store.schema import jobs
 from infernet.protocol import keys, receipts
 
 log = logging.getLogger("infernet.billing")
 
 PRICING_SETTING = "pricing"
+_OWNER = sa.select(jobs.c.owner).where(jobs.c.id == sa.bindparam("p_job"))
 RECEIPT_SKEW_S = 300  # a node's completed_at may differ this much from the control plane's clock
 
 
@@ -187,6 +191,8 @@ class Billing:
         own writes; True when money moved."""
 
         async def settle(conn: Any) -> bool:
+            if not await self._owns(conn, job_id):
+                return False  # another replica took the job over: the money is its to move
             if receipt is not None:
                 outcome = await self.ledger.settle_in(conn, job_id, receipt)
                 if outcome == "settled":
@@ -201,7 +207,19 @@ class Billing:
         return self.store.journal.submit(settle, urgent=receipt is not None)
 
     async def release(self, job_id: str) -> None:
-        await self.store.journal.submit(lambda conn: self.ledger.release_in(conn, job_id))
+        async def release(conn: Any) -> bool:
+            return await self._owns(conn, job_id) and await self.ledger.release_in(conn, job_id)
+
+        await self.store.journal.submit(release)
+
+    async def _owns(self, conn: Any, job_id: str) -> bool:
+        """Whether this replica may move the job's money: it owns the job, or nobody does (a
+        request refused before its job existed)."""
+        me = self.store.owner
+        if me is None:
+            return True
+        owner = (await conn.execute(_OWNER, {"p_job": job_id})).scalar()
+        return owner is None or owner == me
 
     def forget_key(self, key_id: str) -> None:
         self._keys.pop(key_id, None)

@@ -4,8 +4,8 @@ Owns the WebSocket transport and its auth (a signed upgrade, then every frame si
 its session), heartbeats and the reaper, and the slot authority for these nodes: a slot is
 taken by a `Reserve` on the bus and given back by a `Release`, so `NodeConn.active` holds
 the ids of the jobs a node runs, and nothing else decides it. Frames for a job go to the bus
-(`JobFrame`); a node that goes away takes its jobs with it (`NodeLost`), and the fleet hears
-of every change (`NodeSeen`, `NodeLoad`, `NodeGone`).
+(`JobFrame`), and the fleet hears of every change (`NodeSeen`, `NodeLoad`, `NodeGone`): a
+node that goes away takes its jobs with it, and their drivers learn it from `NodeGone`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from infernet.control.bus import (
     NodeGone,
     NodeInfo,
     NodeLoad,
-    NodeLost,
     NodeSeen,
     Release,
     Reserve,
@@ -64,8 +63,9 @@ HELLO_TIMEOUT_S = 10.0  # an authenticated socket that says nothing is closed
 
 
 class NodeConn:
-    def __init__(self, ws: WebSocket, hello: Hello, session: bytes) -> None:
+    def __init__(self, ws: WebSocket, hello: Hello, session: bytes, replica: str = "") -> None:
         self.ws = ws
+        self.replica = replica
         self.id = hello.pubkey
         self.hello = hello
         self.session = session
@@ -87,7 +87,10 @@ class NodeConn:
 
     def info(self) -> NodeInfo:
         h = self.hello
-        return NodeInfo(node_id=self.id, models=tuple(h.models), tier=self.tier, capacity=self.capacity, active=len(self.active), price=h.price, name=h.name, backend=h.backend)
+        return NodeInfo(
+            node_id=self.id, models=tuple(h.models), tier=self.tier, capacity=self.capacity, active=len(self.active),
+            price=h.price, name=h.name, backend=h.backend, session=self.session.hex(), replica=self.replica,
+        )
 
     async def send(self, frame: msgspec.Struct) -> bool:
         try:
@@ -174,7 +177,7 @@ class NodeSessions:
                 return job.job_id in conn.active and await conn.send(job)
             case Cancel(job_id=job_id):
                 return job_id in conn.active and await conn.send(CancelFrame(job_id=job_id))
-        self.bus.announce(NodeLoad(conn.id, len(conn.active)))
+        self.bus.announce(NodeLoad(conn.id, conn.session.hex(), len(conn.active)))
         return True
 
     # -- one node's socket ----------------------------------------------------------------
@@ -196,7 +199,7 @@ class NodeSessions:
             first = await asyncio.wait_for(reader.next(), HELLO_TIMEOUT_S)
             if not isinstance(first, Hello) or first.pubkey != signed.pubkey:
                 raise auth.AuthError("the first frame must be a hello for the signing key")
-            conn = NodeConn(ws, first, session)
+            conn = NodeConn(ws, first, session, self.bus.replica)
             old = self.nodes.get(conn.id)
             if old is not None:
                 self._drop(old, "node reconnected")
@@ -263,9 +266,7 @@ class NodeSessions:
         if self.nodes.get(conn.id) is conn:
             del self.nodes[conn.id]
         jobs, conn.active = conn.active, set()
-        self.bus.announce(NodeGone(conn.id, reason, busy=bool(jobs)))
-        for job_id in jobs:
-            self.bus.publish(NodeLost(job_id, conn.id, reason))
+        self.bus.announce(NodeGone(conn.id, conn.session.hex(), reason, busy=bool(jobs)))
 
     # -- the reaper -----------------------------------------------------------------------
 

@@ -27,17 +27,18 @@ from infernet.control.store.settings import SettingsRepo
 
 
 class Store:
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, owner: str | None = None) -> None:
         self.engine = engine
+        self.owner = owner  # the replica using it: jobs it runs are leased to it
         self.journal = Journal(engine)
-        self.jobs = JobRepo(engine, self.journal)
+        self.jobs = JobRepo(engine, self.journal, owner)
         self.keys = KeyRepo(engine)
         self.nodes = NodeRepo(engine)
         self.nonces = NonceRepo(engine)
         self.settings = SettingsRepo(engine)
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True, pool_size: int = 10) -> Store:
+    async def open(cls, url: str, *, migrate: bool = True, pool_size: int = 10, owner: str | None = None) -> Store:
         """`migrate`: bring the schema up to date (the embedded default); else refuse a
         database that is behind (a cluster migrates once, on purpose)."""
         engine = await open_engine(url, pool_size=pool_size)
@@ -45,7 +46,7 @@ class Store:
             await upgrade(engine)
         else:
             await require_head(engine, url)
-        return cls(engine)
+        return cls(engine, owner)
 
     async def close(self) -> None:
         await self.journal.drain()

@@ -25,19 +25,22 @@ log = logging.getLogger("infernet.store")
 
 
 @functools.lru_cache(maxsize=64)
-def _transition_stmt(allowed: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+def _transition_stmt(allowed: tuple[str, ...], columns: tuple[str, ...], fenced: bool) -> Any:
     # Building a statement costs far more than running it; build each shape once.
-    return (
-        jobs.update()
-        .where(jobs.c.id == sa.bindparam("p_id"), jobs.c.status.in_(allowed))
-        .values({c: sa.bindparam("p_" + c) for c in columns})
-    )
+    cond = [jobs.c.id == sa.bindparam("p_id"), jobs.c.status.in_(allowed)]
+    if fenced:
+        cond.append(jobs.c.owner == sa.bindparam("p_owner_"))
+    return jobs.update().where(*cond).values({c: sa.bindparam("p_" + c) for c in columns})
 
 
-def transition(job_id: str, allowed: tuple[str, ...], values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """A conditional UPDATE of one job (`... WHERE status IN allowed`), and its parameters."""
-    stmt = _transition_stmt(allowed, tuple(sorted(values)))
-    return stmt, {"p_id": job_id, **{"p_" + k: v for k, v in values.items()}}
+def transition(job_id: str, allowed: tuple[str, ...], values: dict[str, Any], owner: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """A conditional UPDATE of one job (`... WHERE status IN allowed`, and with `owner` only
+    while that replica still owns it), and its parameters."""
+    stmt = _transition_stmt(allowed, tuple(sorted(values)), owner is not None)
+    params = {"p_id": job_id, **{"p_" + k: v for k, v in values.items()}}
+    if owner is not None:
+        params["p_owner_"] = owner
+    return stmt, params
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Op:
     futures: list[tuple[asyncio.Future[Any], bool | None]] | None = None
     fn: Any = None
     urgent: bool = False
+    owner: str | None = None  # an update applies only while this replica owns the job (its lease)
 
 
 class Journal:
@@ -154,7 +158,7 @@ class Journal:
                 if op.kind == "call":
                     results.append(await op.fn(conn))
                     continue
-                stmt, params = transition(op.job_id, op.allowed, op.values)
+                stmt, params = transition(op.job_id, op.allowed, op.values, op.owner)
                 ok = (await conn.execute(stmt, params)).rowcount == 1
                 results.append(ok)
                 if ok and op.events:
