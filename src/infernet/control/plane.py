@@ -16,8 +16,10 @@ from infernet.control.dispatch.recovery import recover
 from infernet.control.health import Health
 from infernet.control.metrics import Metrics
 from infernet.control.money.billing import Billing, platform_identity
+from infernet.control.money.history import History
 from infernet.control.nodes import NodeSessions
 from infernet.control.settings import Settings
+from infernet.control.stats import Stats, vendor_of
 from infernet.control.store import Store
 
 
@@ -26,11 +28,13 @@ class ControlPlane:
         s = self.settings = settings or Settings()
         self.store = store
         self.billing = billing
+        self.history = History(store.engine)  # the books over time, read-only (the dashboard)
         self.bus = bus or LocalBus()
         self.health = Health(s.breaker, s.reputation_half_life_s)
         self.placement = Placement(self.bus, self.health, max_queued=s.max_queued, max_queued_per_key=s.max_queued_per_key, rng=random.Random(s.seed))
         self.sessions = NodeSessions(store, self.bus, heartbeat_s=s.heartbeat_s, missed_heartbeats=s.missed_heartbeats)
-        self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free)
+        self.stats = Stats()
+        self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free, stats=self.stats)
         self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics)
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -49,11 +53,17 @@ class ControlPlane:
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def _maintain(self) -> None:
-        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out."""
+        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out; sample the
+        gauges the dashboard charts."""
         while True:
             await asyncio.sleep(min(1.0, self.settings.heartbeat_s / 2))
             self.sessions.reap()
             self.placement.tick()
+            self.sample()
+
+    def sample(self) -> None:
+        fleet = ((c.hello.tier, vendor_of(c.hello.hardware)) for c in self.sessions.nodes.values())
+        self.stats.sample(len(self.placement.queue), fleet)
 
     async def aclose(self) -> None:
         if self._maintenance is not None:

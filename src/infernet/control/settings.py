@@ -20,4 +20,5 @@ class Settings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     reputation_half_life_s: float = 3600.0
     verify: VerifyPolicy = field(default_factory=VerifyPolicy)
+    dashboard_tick_s: float = 2.0  # how often the dashboard's live feed pushes a snapshot
     seed: int | None = None  # routing and sampling randomness; fixed for reproducible runs
