@@ -83,8 +83,11 @@ class Network:
     def client(self, key: str = ADMIN_KEY) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
-    async def add_node(self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True, price: dict[str, int] | None = None) -> RunningNode:
-        node = HangableNode(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price)
+    async def add_node(
+        self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True,
+        price: dict[str, int] | None = None, hardware: dict[str, Any] | None = None,
+    ) -> RunningNode:
+        node = HangableNode(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price, hardware=hardware or {})
         stop = asyncio.Event()
         running = RunningNode(node, stop, asyncio.create_task(node.run(stop)))
         self.nodes.append(running)
