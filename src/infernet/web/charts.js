@@ -4,7 +4,7 @@
 // peak), and whose SVG carries the same as its accessible name, so a screen reader gets the
 // numbers without the picture. Series differ by colour and by dash, not by colour alone.
 
-import { h, s, clock } from "./dom.js";
+import { h, s, clock, day } from "./dom.js";
 
 // The drawing's own size is about what it shows at in the grid, so its text stays readable.
 const W = 380, H = 160, LEFT = 48, RIGHT = 8, TOP = 10, BOTTOM = 22;
@@ -25,9 +25,10 @@ function frame(maxY, t0, t1, format) {
     // a middle label that rounds to an end's (0, 1, 1) would only mislead
     i === 1 && (labels[1] === labels[0] || labels[1] === labels[2]) ? null : s("text", { x: LEFT - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, labels[i]),
   ]);
+  const when = t1 - t0 > 20 * 3600 ? day : clock;
   const ticks = [
-    s("text", { x: LEFT, y: H - 6, class: "tick" }, clock(t0)),
-    s("text", { x: W - RIGHT, y: H - 6, "text-anchor": "end", class: "tick" }, clock(t1)),
+    s("text", { x: LEFT, y: H - 6, class: "tick" }, when(t0)),
+    s("text", { x: W - RIGHT, y: H - 6, "text-anchor": "end", class: "tick" }, when(t1)),
   ];
   return { y, parts: [grid, ticks] };
 }

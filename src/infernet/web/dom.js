@@ -102,4 +102,5 @@ export function duration(seconds) {
 
 export const time = (ts) => (ts ? new Date(ts * 1000).toLocaleString() : "–");
 export const clock = (ts) => (ts ? new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "");
+export const day = (ts) => (ts ? new Date(ts * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "");
 export const gb = (mib) => (mib ? `${num(mib / 1024, mib % 1024 ? 1 : 0)} GB` : "–");

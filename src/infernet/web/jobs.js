@@ -93,10 +93,8 @@ function facts(pairs) {
   return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
-function eventText(ev) {
-  if (ev.type === "token") return ev.data.text;
-  return JSON.stringify(ev.data);
-}
+// Token text quoted, so its spaces and newlines show.
+const eventText = (ev) => JSON.stringify(ev.type === "token" ? ev.data.text : ev.data);
 
 async function receiptSection(job) {
   const section = h("section", { class: "card", id: "receipt", "aria-labelledby": "receipt-h" }, h("h2", { id: "receipt-h" }, "Receipt"));
@@ -147,7 +145,7 @@ function mountJob(root, ctx, id) {
     const receipt = await receiptSection(job);
     if (!alive) return;
     redraw(body,
-      h("section", { class: "card" }, facts([
+      h("div", { class: "grid2" }, h("section", { class: "card" }, h("h2", {}, "Summary"), facts([
         ["Status", badge(job.status)],
         ["Model", job.model],
         ["Kind", job.kind],
@@ -159,11 +157,10 @@ function mountJob(root, ctx, id) {
         ["Attempts", num(job.attempts)],
         ["Tokens in / out", tokens(job)],
         job.error && ["Error", h("span", { class: "err", id: "job-error" }, job.error.message)],
-      ])),
+      ])), receipt),
       job.result && h("section", { class: "card" }, h("h2", {}, "Output"), h("pre", { class: "output" }, job.result.text || "")),
-      receipt,
-      h("section", { class: "card" }, table({
-        caption: `Events (${events.data.length}${events.has_more ? "+" : ""})`, rows: events.data, id: "events-table",
+      h("details", { class: "card", open: events.data.length <= 40 }, h("summary", {}, `Events (${events.data.length}${events.has_more ? "+" : ""})`), table({
+        caption: "Events as stored: token batches, then done or error", rows: events.data, id: "events-table",
         columns: [
           { label: "#", num: true, cell: (e) => e.seq },
           { label: "Type", cell: (e) => e.type },
