@@ -17,6 +17,11 @@ class Tab:
         await self.page.evaluate("(r) => { location.hash = r; }", f"#/{route}")
         await self.page.wait_for_function("(r) => location.hash === r && document.querySelector('main h1')", arg=f"#/{route}")
 
+    async def drawn(self) -> None:
+        """Until the page has loaded what it fetches (the live feed never goes idle)."""
+        await self.page.wait_for_function("() => !document.querySelector('main').textContent.includes('Loading…')")
+        await self.page.wait_for_timeout(300)
+
     def assert_clean(self) -> None:
         assert not self.errors, self.errors
 
@@ -31,7 +36,7 @@ async def open_tab(browser: Any, url: str, key: str | None, route: str = "overvi
     page.on("pageerror", lambda e: tab.errors.append(f"page error: {e}"))
     await page.goto(f"{url}/dashboard#key={key}" if key else f"{url}/dashboard")
     if key:
-        await page.wait_for_function("document.querySelector('#conn').textContent === 'Live'")
+        await page.wait_for_function("() => document.querySelector('#conn').textContent === 'Live'")
         if route != "overview":
             await tab.go(route)
     return tab

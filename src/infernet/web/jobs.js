@@ -8,6 +8,7 @@ import { verifyText } from "./receipt.js";
 const STATUSES = ["queued", "assigned", "running", "completed", "failed", "cancelled"];
 const PAGE = 50;
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const INTERNAL_KEY = "key_internal"; // canaries and reference runs: the control plane's own jobs
 
 // Kept while the tab lives, so coming back to the list finds the same filters.
 const filters = { scope: "network", status: "", model: "", node: "" };
@@ -21,7 +22,7 @@ export function jobColumns(showNode = true, showKey = false) {
     { label: "Status", cell: (j) => badge(j.status) },
     { label: "Model", cell: (j) => j.model },
     showNode && { label: "Node", cell: (j) => (j.node_id ? link(`#/nodes/${j.node_id}`, short(j.node_id), { class: "mono" }) : "–") },
-    showKey && { label: "Key", cell: (j) => h("span", { class: "mono" }, j.key_id) },
+    showKey && { label: "Key", cell: (j) => (j.key_id === INTERNAL_KEY ? h("span", { class: "dim" }, "control plane (a check)") : h("span", { class: "mono" }, j.key_id)) },
     { label: "Tokens in / out", num: true, cell: tokens },
     { label: "Created", cell: (j) => time(j.created_at) },
     { label: "Took", num: true, cell: took },
