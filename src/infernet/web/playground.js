@@ -44,7 +44,7 @@ export function mount(root, ctx) {
     h("div", { class: "row" },
       field("Temperature", temperature), field("Top p", topP), field("Max tokens", maxTokens)),
     h("div", { class: "row" }, field("Seed", seed, "optional: repeatable output"), field("Stop", stop, "optional stop string")));
-  const composer = h("form", { class: "stack", "aria-label": "Message" },
+  const composer = h("form", { class: "stack", "aria-label": "Send a message" },
     field("Message", message, "Enter sends; Shift+Enter for a new line"),
     h("div", { class: "actions" }, send, cancel, clear));
   root.append(
