@@ -20,16 +20,12 @@ from infernet.backends.fake import FakeBackend
 from infernet.control import Settings
 from infernet.control.health.verify import VerifyPolicy
 from infernet.protocol import receipts
-from tests.harness import ADMIN_KEY, Network
+from tests.harness import ADMIN_KEY, GPU_BOX, Network
 from tests.web.conftest import shoot
 from tests.web.pages import open_tab
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-GPU_BOX = {
-    "gpus": [{"vendor": "nvidia", "name": "NVIDIA GeForce RTX 4090", "vram_mb": 24564, "driver": "550.54", "tier": ">=24gb"}],
-    "cpu": "AMD Ryzen 9 7950X", "cpu_count": 32, "ram_mb": 65536, "os": "Ubuntu 24.04",
-}
 
 # Counts how the answer's text grows while the stream runs: more than one length seen while
 # aria-busy is true means it was drawn token by token, not at the end.

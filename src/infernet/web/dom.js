@@ -63,6 +63,11 @@ export function field(label, control, hint) {
   return h("div", { class: "field" }, h("label", { for: id }, label), control, hintEl);
 }
 
+// A definition list of [label, value] pairs; a falsy pair is left out.
+export function facts(pairs) {
+  return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
 export function badge(status) {
   return h("span", { class: `badge badge-${status}` }, status);
 }

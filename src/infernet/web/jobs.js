@@ -2,7 +2,7 @@
 // job's page with its events and its receipt, verified here in the browser.
 
 import { api, query, request } from "./api.js";
-import { h, append, redraw, replace, table, field, badge, link, num, short, time, duration, usdc } from "./dom.js";
+import { h, append, redraw, replace, table, field, facts, badge, link, num, short, time, duration, usdc } from "./dom.js";
 import { verifyText } from "./receipt.js";
 
 const STATUSES = ["queued", "assigned", "running", "completed", "failed", "cancelled"];
@@ -88,10 +88,6 @@ function mountList(root, ctx) {
     },
     unmount() { alive = false; },
   };
-}
-
-function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
 // Token text quoted, so its spaces and newlines show.

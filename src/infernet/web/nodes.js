@@ -1,7 +1,7 @@
 // Nodes: the fleet table, and one node's page with its hardware, speed and recent jobs.
 
 import { api } from "./api.js";
-import { h, redraw, replace, table, badge, link, num, short, duration, time, gb, usdc } from "./dom.js";
+import { h, redraw, replace, table, facts, badge, link, num, short, duration, time, gb, usdc } from "./dom.js";
 import { jobColumns } from "./jobs.js";
 
 const REFRESH_MS = 4000; // the list is a query: not on every 2 s tick
@@ -58,10 +58,6 @@ function mountList(root, ctx) {
   }
   refresh();
   return { snapshot() { if (Date.now() - last >= REFRESH_MS) refresh(); }, unmount() { alive = false; } };
-}
-
-function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
 function mountNode(root, ctx, id) {

@@ -12,10 +12,9 @@ import pytest
 
 from infernet.backends.fake import FakeBackend
 from infernet.control import Settings
-from tests.harness import Network
+from tests.harness import GPU_BOX, Network
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "a b c"}]}
-GPU_BOX = {"gpus": [{"vendor": "nvidia", "name": "NVIDIA GeForce RTX 4090", "vram_mb": 24564, "driver": "550.54", "tier": ">=24gb"}], "ram_mb": 65536, "cpu": "AMD Ryzen 9"}
 
 
 def fast() -> Settings:

@@ -16,9 +16,14 @@ NODE_ID = re.compile(r"[0-9a-f]{64}")
 KEY_ID = re.compile(r"key_[A-Za-z0-9_]{1,28}")
 
 
+def _given(request: Request, name: str) -> str | None:
+    """The parameter's text; None when absent or empty (`?status=` means no filter)."""
+    return request.query_params.get(name) or None
+
+
 def integer(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    raw = _given(request, name)
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -31,8 +36,8 @@ def integer(request: Request, name: str, default: int, lo: int, hi: int) -> int:
 
 def number(request: Request, name: str) -> float | None:
     """A unix timestamp or similar; absent: None."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    raw = _given(request, name)
+    if raw is None:
         return None
     try:
         value = float(raw)
@@ -44,8 +49,8 @@ def number(request: Request, name: str) -> float | None:
 
 
 def text(request: Request, name: str, max_len: int = 200) -> str | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    raw = _given(request, name)
+    if raw is None:
         return None
     if len(raw) > max_len:
         raise InvalidRequest(f"`{name}` is longer than {max_len} characters.", param=name)
@@ -53,8 +58,8 @@ def text(request: Request, name: str, max_len: int = 200) -> str | None:
 
 
 def choice(request: Request, name: str, allowed: Collection[str]) -> str | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    raw = _given(request, name)
+    if raw is None:
         return None
     if raw not in allowed:
         raise InvalidRequest(f"`{name}` must be one of {', '.join(sorted(allowed))}.", param=name)
@@ -71,8 +76,8 @@ def flag(request: Request, name: str) -> bool:
 
 
 def matching(request: Request, name: str, pattern: re.Pattern[str], what: str) -> str | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    raw = _given(request, name)
+    if raw is None:
         return None
     if len(raw) > 100 or not pattern.fullmatch(raw):
         raise InvalidRequest(f"`{name}` must be {what}.", param=name)
