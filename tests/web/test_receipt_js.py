@@ -29,8 +29,8 @@ def signed(body: dict[str, Any], node: keys.Identity = NODE, platform: keys.Iden
 
 
 def body(**over: Any) -> dict[str, Any]:
-    fields = dict(job_id="chatcmpl-abc", node_pubkey=NODE.pubkey, platform_pubkey=PLATFORM.pubkey, client="key_0123456789abcdef",
-                  model="smollm2-135m-instruct", input_rate=10_000, output_rate=40_000, fee_bps=1_500, chain="base")
+    fields = {"job_id": "chatcmpl-abc", "node_pubkey": NODE.pubkey, "platform_pubkey": PLATFORM.pubkey, "client": "key_0123456789abcdef",
+              "model": "smollm2-135m-instruct", "input_rate": 10_000, "output_rate": 40_000, "fee_bps": 1_500, "chain": "base"}
     tokens = {k: over.pop(k) for k in ("input_tokens", "output_tokens") if k in over}
     fields.update({k: v for k, v in over.items() if k in fields})
     out = receipts.complete(receipts.terms(**fields), tokens.get("input_tokens", 21), tokens.get("output_tokens", 34), 1_700_000_000)

@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from infernet.control.stats import Stats
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -21,6 +19,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from infernet.control.stats import Stats
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

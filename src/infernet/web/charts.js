@@ -17,13 +17,15 @@ function niceMax(v) {
   return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
 }
 
-function frame(maxY, t0, t1, format) {
-  const y = (v) => TOP + (H - TOP - BOTTOM) * (1 - v / maxY);
-  const labels = [0, maxY / 2, maxY].map(format);
-  const grid = [0, maxY / 2, maxY].map((v, i) => [
+// The axes for values from minY (0, or below it when a balance went negative) to maxY.
+function frame(minY, maxY, t0, t1, format) {
+  const y = (v) => TOP + (H - TOP - BOTTOM) * (1 - (v - minY) / (maxY - minY));
+  const levels = minY < 0 ? [minY, 0, maxY] : [0, maxY / 2, maxY];
+  const labels = levels.map(format);
+  const grid = levels.map((v, i) => [
     s("line", { x1: LEFT, x2: W - RIGHT, y1: y(v), y2: y(v), class: "grid" }),
     // a middle label that rounds to an end's (0, 1, 1) would only mislead
-    i === 1 && (labels[1] === labels[0] || labels[1] === labels[2]) ? null : s("text", { x: LEFT - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, labels[i]),
+    i === 1 && minY >= 0 && (labels[1] === labels[0] || labels[1] === labels[2]) ? null : s("text", { x: LEFT - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, labels[i]),
   ]);
   const when = t1 - t0 > 20 * 3600 ? day : clock;
   const ticks = [
@@ -42,11 +44,13 @@ function summary(values, format) {
 
 // Lines over time. series: [{name, values}] with one value (or null: no data) per entry
 // of `times` (unix seconds, oldest first).
-export function lineChart({ title, times, series, format = String, id }) {
+// `format` writes a value in words; `tick`, on the axis (default: the same).
+export function lineChart({ title, times, series, format = String, tick = format, id }) {
   const t0 = times[0], t1 = times[times.length - 1];
   const all = series.flatMap((se) => se.values).filter((v) => v !== null && v !== undefined);
   const maxY = niceMax(Math.max(0, ...all));
-  const { y, parts } = frame(maxY, t0, t1, format);
+  const low = Math.min(0, ...all);
+  const { y, parts } = frame(low < 0 ? -niceMax(-low) : 0, maxY, t0, t1, tick);
   const x = (t) => LEFT + ((W - LEFT - RIGHT) * (t - t0)) / Math.max(1, t1 - t0);
   const known = (v) => v !== null && v !== undefined;
   const lines = series.map((se, i) => {
@@ -68,14 +72,14 @@ export function lineChart({ title, times, series, format = String, id }) {
 }
 
 // Bars over periods: bars [{t, value}], `period` seconds wide each.
-export function barChart({ title, bars, period, format = String, id }) {
+export function barChart({ title, bars, period, format = String, tick = format, id }) {
   const t0 = bars.length ? bars[0].t : 0, t1 = bars.length ? bars[bars.length - 1].t + period : 1;
   const maxY = niceMax(Math.max(0, ...bars.map((b) => b.value)));
-  const { y, parts } = frame(maxY, t0, t1, format);
+  const { y, parts } = frame(0, maxY, t0, t1, tick);
   const step = (W - LEFT - RIGHT) / Math.max(1, bars.length);
   const rects = bars.map((b, i) => s("rect", {
     x: (LEFT + i * step + step * 0.1).toFixed(1), width: (step * 0.8).toFixed(1),
-    y: y(b.value).toFixed(1), height: Math.max(0, H - BOTTOM - y(b.value)).toFixed(1), class: "bar",
+    y: y(b.value).toFixed(1), height: Math.max(0, y(0) - y(b.value)).toFixed(1), class: "bar",
   }));
   const said = summary(bars.map((b) => b.value), format);
   return figure(id, title, said, [parts, rects], null, `${title}: ${said}`);

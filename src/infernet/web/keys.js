@@ -10,6 +10,14 @@ let hours = 24;
 
 const limitText = (v, unit) => (v === null || v === undefined ? "none" : `${v} ${unit}`);
 
+// A chart of micro-USDC amounts, in USDC, or in micro-USDC while they are all under a cent
+// (an axis of 0.000025 steps reads badly and does not fit).
+function moneyChart(draw, options, micros, data) {
+  const small = micros.every((v) => Math.abs(v) < 10000);
+  const [scale, unit, digits] = small ? [1, "micro-USDC", 0] : [1e6, "USDC", 6];
+  return draw({ ...options, title: `${options.title} (${unit})`, format: (v) => num(v, digits), tick: (v) => num(v, small ? 0 : 2), ...data(micros, scale) });
+}
+
 // One key's money: now, over time, and what is held for jobs still running.
 function moneyPanel(ctx, keyId, title) {
   const section = h("section", { class: "card", "aria-labelledby": `money-${keyId || "own"}` });
@@ -27,8 +35,10 @@ function moneyPanel(ctx, keyId, title) {
             .map(([k, v]) => h("div", { class: "stat" }, h("dt", {}, k), h("dd", {}, v, " ", h("small", {}, "USDC"))))),
         h("p", { class: "dim" }, `Limits: ${limitText(bal.rate_limit, "requests/min")}; ${limitText(bal.spend_limit, "USDC per 24 h")}. Minimum balance to start a job: ${bal.min_balance_usdc} USDC.`),
         h("div", { class: "charts" },
-          barChart({ id: `spend-${keyId || "own"}`, title: `Spend per ${per} (USDC)`, period: hist.period_s, bars: hist.spend.map((p) => ({ t: p.t, value: p.charged / 1e6 })), format: (v) => num(v, 6) }),
-          lineChart({ id: `balance-${keyId || "own"}`, title: "Available balance (USDC)", times: hist.balance.map((p) => p.t + hist.period_s), series: [{ name: "balance", values: hist.balance.map((p) => p.balance / 1e6) }], format: (v) => num(v, 6) })),
+          moneyChart(barChart, { id: `spend-${keyId || "own"}`, title: `Spend per ${per}`, period: hist.period_s }, hist.spend.map((p) => p.charged),
+            (values, scale) => ({ bars: hist.spend.map((p, i) => ({ t: p.t, value: values[i] / scale })) })),
+          moneyChart(lineChart, { id: `balance-${keyId || "own"}`, title: "Available balance" }, hist.balance.map((p) => p.balance),
+            (values, scale) => ({ times: hist.balance.map((p) => p.t + hist.period_s), series: [{ name: "balance", values: values.map((v) => v / scale) }] }))),
         table({
           caption: `Open holds (${hist.holds.length})`, rows: hist.holds, empty: "Nothing is held: no job of this key is running.",
           columns: [

@@ -241,10 +241,9 @@ async def test_a_clients_feed_shows_its_own_jobs_and_ends_when_its_key_is_revoke
 async def test_a_job_in_flight_is_in_the_feed(tmp_path):
     async with Network.start(tmp=tmp_path, settings=fast()) as net:
         await net.add_node(FakeBackend(reply="w " * 200, delay_s=0.02))
-        async with net.client() as c:
-            async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
-                await r.aiter_lines().__anext__()
-                (_, snap), = await feed(c, 1)
+        async with net.client() as c, c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+            await r.aiter_lines().__anext__()
+            (_, snap), = await feed(c, 1)
         assert snap["live_total"] == 1 and snap["live"][0]["status"] in ("assigned", "running")
 
 
