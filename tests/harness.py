@@ -20,6 +20,8 @@ import uvicorn
 
 from infernet.backends.base import Backend
 from infernet.control import ControlPlane, Settings, create_app
+from infernet.control.api.server import config as server_config
+from infernet.hardware.tiers import TIER_GB, gib_floor
 from infernet.node.daemon import Node
 from infernet.protocol import keys
 
@@ -40,6 +42,13 @@ def free_port() -> int:
 class _Server(uvicorn.Server):
     def capture_signals(self):  # type: ignore[no-untyped-def]
         return contextlib.nullcontext()
+
+
+def gpu_report(tier: str) -> dict[str, Any]:
+    """The hardware summary of a machine with one NVIDIA card at the bottom of `tier`."""
+    if tier not in TIER_GB:
+        return {"gpus": []}
+    return {"gpus": [{"vendor": "nvidia", "name": f"Test GPU {TIER_GB[tier]} GB", "vram_mb": gib_floor(TIER_GB[tier]), "tier": tier}]}
 
 
 class HangableNode(Node):
@@ -92,7 +101,11 @@ class Network:
         self, backend: Backend, *, tier: str = "cpu", name: str = "", identity: keys.Identity | None = None, wait: bool = True,
         price: dict[str, int] | None = None, hardware: dict[str, Any] | None = None,
     ) -> RunningNode:
-        node = HangableNode(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price, hardware=hardware or {})
+        """A node daemon; unless `hardware` says otherwise, it reports one GPU just big enough
+        for `tier`, as an honest node of that tier would."""
+        if hardware is None:
+            hardware = gpu_report(tier)
+        node = HangableNode(self.url, identity or keys.Identity.generate(), backend, name=name, tier=tier, price=price, hardware=hardware)
         stop = asyncio.Event()
         running = RunningNode(node, stop, asyncio.create_task(node.run(stop)))
         self.nodes.append(running)
@@ -138,7 +151,7 @@ class Network:
             db_url = f"sqlite:///{tmp / 'control.db'}"
         cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5), data_dir=tmp)
         port = free_port()
-        server = _Server(uvicorn.Config(create_app(cp, admin_key=ADMIN_KEY), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1))
+        server = _Server(server_config(create_app(cp, admin_key=ADMIN_KEY), port=port, timeout_graceful_shutdown=1))
         serving = asyncio.create_task(server.serve())
         while not server.started:
             if serving.done():

@@ -65,3 +65,25 @@ async def test_other_models_are_refused(backend):
     with pytest.raises(BackendError) as caught:
         [c async for c in backend.chat({"model": "llama3", "messages": [{"role": "user", "content": "x"}]})]
     assert caught.value.code == "model_not_found"
+
+
+async def test_a_seed_belongs_to_its_request_and_unseeded_requests_draw_afresh(backend):
+    ask = {"model": EMBEDDED_MODEL, "messages": [{"role": "user", "content": "Say a random word."}], "temperature": 1.0, "max_tokens": 16}
+
+    async def text(body: dict) -> str:
+        return "".join([c.text async for c in backend.chat(body)])
+
+    seeded = await text({**ask, "seed": 123})
+    unseeded = [await text(ask) for _ in range(4)]
+    assert await text({**ask, "seed": 123}) == seeded  # a seed repeats
+    # Unseeded requests after a seeded one do not repeat it, nor each other.
+    assert seeded not in unseeded and len(set(unseeded)) >= 3, (seeded, unseeded)
+
+
+def test_the_control_planes_token_count_matches_the_engines(backend):
+    from infernet.control.money.metering import Tokenizers
+
+    count = Tokenizers().get(EMBEDDED_MODEL)
+    assert count is not None
+    text = "The capital of France is Paris. Ünïcödé ✓ 12345"
+    assert count(text) == len(backend.llm.tokenize(text.encode(), add_bos=False, special=False))

@@ -9,12 +9,13 @@ from pathlib import Path
 import uvicorn
 
 from infernet.control import ControlPlane, Settings, create_app
+from infernet.control.api.server import config as server_config
 from tests.harness import ADMIN_KEY
 
 
 async def main(db_url: str, port: int, data_dir: Path) -> None:
     cp = await ControlPlane.open(db_url, Settings(heartbeat_s=0.5), data_dir=data_dir)
-    server = uvicorn.Server(uvicorn.Config(create_app(cp, admin_key=ADMIN_KEY), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(cp, admin_key=ADMIN_KEY), port=port))
     await server.serve()
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import uvicorn
-
 from infernet.backends.fake import FakeBackend
 from infernet.control import create_app
+from infernet.control.api.server import config as server_config
 from infernet.node.daemon import Node, ws_url
 from infernet.protocol import keys
 from infernet.protocol.messages import Job
@@ -27,7 +26,7 @@ async def test_node_reconnects_after_the_control_plane_restarts(tmp_path):
         await net.serving
         await net.wait_for(lambda: not running.node.status.connected)
         # A new control plane process on the same port and database.
-        server = _Server(uvicorn.Config(create_app(net.cp, admin_key=ADMIN_KEY), host="127.0.0.1", port=port, log_level="warning"))
+        server = _Server(server_config(create_app(net.cp, admin_key=ADMIN_KEY), port=port))
         net.server, net.serving = server, asyncio.create_task(server.serve())
         await net.wait_for(lambda: running.node.identity.pubkey in net.cp.sessions.nodes, timeout=30)
         async with net.client() as c:

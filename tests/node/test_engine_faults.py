@@ -35,7 +35,7 @@ async def test_a_stream_broken_after_tokens_ends_with_an_error_event(tmp_path):
         await net.add_node(OllamaBackend(url))
         async with net.client() as c, c.stream("POST", "/v1/chat/completions", json={**ASK, "model": "llama3.2:latest", "stream": True}) as r:
             events = [json.loads(line[6:]) async for line in r.aiter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
-        assert events[1]["choices"][0]["delta"]["content"] == "one"
+        assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": "one"}  # the role rides on the first text
         assert "unexpected EOF" in events[-1]["error"]["message"]
 
 

@@ -16,14 +16,16 @@ from infernet.protocol import keys, receipts
 NODE, PLATFORM = keys.Identity.generate(), keys.Identity.generate()
 
 
-def _doc(inp: int = 1234, out: int = 567, **terms_over: object) -> dict:
+def _doc(inp: int = 1234, out: int = 567, *, billed: tuple[int, int] | None = None, delivered: int | None = None, platform: keys.Identity = PLATFORM, **terms_over: object) -> dict:
     terms = receipts.terms(
         job_id="chatcmpl-1", node_pubkey=NODE.pubkey, platform_pubkey=PLATFORM.pubkey, client="key_abc", model="llama-3-8b",
         input_rate=1_234_567, output_rate=4_938_271, fee_bps=1500, chain="base",
     )
     terms.update(terms_over)
-    body = receipts.complete(terms, inp, out, 1_760_000_000)
-    return {"receipt": body, "node_signature": receipts.sign(NODE, body), "platform_signature": receipts.sign(PLATFORM, body)}
+    claim = receipts.complete(terms, inp, out, 1_760_000_000)
+    b_in, b_out = billed or (inp, out)
+    settled = receipts.settlement(claim, input_tokens=b_in, output_tokens=b_out, delivered_tokens=b_out if delivered is None else delivered, metered="claimed" if billed is None else "counted", settled_at=1_760_000_001)
+    return {"receipt": claim, "node_signature": receipts.sign(NODE, claim), "settlement": settled, "platform_signature": receipts.sign(platform, settled)}
 
 
 def test_canonical_json_is_sorted_compact_utf8_and_refuses_floats():
@@ -52,8 +54,29 @@ def test_usdc_strings_are_exact():
 def test_a_good_receipt_verifies_offline():
     doc = json.loads(json.dumps(_doc()))  # through a file and back
     assert receipts.verify(doc, platform_pubkey=PLATFORM.pubkey, node_pubkey=NODE.pubkey) == []
-    body = doc["receipt"]
+    body = doc["settlement"]
     assert (body["price"], body["fee"], body["value"]) == (4324, 648, 3676)  # 4323.455335 rounds up; 15 % of 4324 is 648.6, rounds down
+    assert doc["receipt"]["price"] == 4324  # the claim states the same, as nothing was metered away
+
+
+def test_a_settlement_below_the_claim_verifies_and_pays_what_it_says():
+    doc = _doc(1234, 567, billed=(1000, 11), delivered=11)
+    assert receipts.verify(doc, platform_pubkey=PLATFORM.pubkey) == []
+    s = doc["settlement"]
+    assert (s["input_tokens"], s["output_tokens"], s["delivered_tokens"]) == (1000, 11, 11)
+    assert s["price"] == math.ceil(Fraction(1000 * 1_234_567 + 11 * 4_938_271, 10**6)) and s["value"] + s["fee"] == s["price"]
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("output_tokens", 568, "more tokens than the node claimed"), ("input_tokens", 1235, "more tokens than the node claimed"),
+    ("price", 1, "price"), ("value", 1, "value"), ("delivered_tokens", 600, "delivered"), ("claim", "00" * 32, "another claim"),
+    ("job_id", "chatcmpl-2", "another job"), ("metered", "guessed", "metered"),
+])
+def test_a_tampered_settlement_fails(field, value, why):
+    doc = copy.deepcopy(_doc())
+    doc["settlement"][field] = value
+    problems = receipts.verify(doc)
+    assert any(why in p for p in problems) and "the platform signature on the settlement does not match" in problems, problems
 
 
 @pytest.mark.parametrize("field, value", [
@@ -69,11 +92,11 @@ def test_any_tampered_field_fails(field, value):
 def test_tampered_or_swapped_signatures_and_foreign_keys_fail():
     doc = _doc()
     assert "the node signature does not match" in receipts.verify({**doc, "node_signature": doc["platform_signature"]})
-    assert "the platform countersignature does not match" in receipts.verify({**doc, "platform_signature": "00" * 64})
+    assert "the platform signature on the settlement does not match" in receipts.verify({**doc, "platform_signature": "00" * 64})
+    assert receipts.verify({k: v for k, v in doc.items() if k != "settlement"})  # no settlement: no payment
     # A receipt made up end to end by someone with their own "platform" key is intact but not trusted.
     rogue = keys.Identity.generate()
-    fake = _doc(platform_pubkey=rogue.pubkey)
-    fake["platform_signature"] = receipts.sign(rogue, fake["receipt"])
+    fake = _doc(platform_pubkey=rogue.pubkey, platform=rogue)
     assert receipts.verify(fake) == []
     assert receipts.verify(fake, platform_pubkey=PLATFORM.pubkey) == ["the receipt names another platform key than the one trusted"]
     assert receipts.verify({"receipt": {**doc["receipt"], "extra": 1}, **{k: v for k, v in doc.items() if k != "receipt"}})[0].startswith("wrong fields")
@@ -82,9 +105,10 @@ def test_tampered_or_swapped_signatures_and_foreign_keys_fail():
 
 def test_payout_records_bind_their_receipts():
     docs = [_doc(job_id=f"job-{i}", inp=i, out=2 * i) for i in range(5)]
-    rec = receipts.payout_record(payout_id="po_1", node_pubkey=NODE.pubkey, platform_pubkey=PLATFORM.pubkey, chain="base", receipts=[d["receipt"] for d in docs], created_at=1)
+    docs[2] = _doc(job_id="job-2", inp=2, out=4, billed=(2, 1))  # metered below its claim: paid the settlement
+    rec = receipts.payout_record(payout_id="po_1", node_pubkey=NODE.pubkey, platform_pubkey=PLATFORM.pubkey, chain="base", receipts=[d["settlement"] for d in docs], created_at=1)
     payout = {"payout": rec, "platform_signature": PLATFORM.sign(receipts.digest(rec)), "node_signature": NODE.sign(receipts.digest(rec)), "receipts": docs}
-    assert rec["total"] == sum(d["receipt"]["value"] for d in docs)
+    assert rec["total"] == sum(d["settlement"]["value"] for d in docs) < sum(d["receipt"]["value"] for d in docs)
     assert receipts.verify_payout(payout, platform_pubkey=PLATFORM.pubkey, node_pubkey=NODE.pubkey) == []
     assert receipts.verify_payout({**payout, "receipts": docs[:-1]})  # a receipt left out
     assert receipts.verify_payout({**payout, "receipts": docs[::-1]})  # reordered: another root

@@ -1,6 +1,7 @@
 """The browser's receipt verifier against the Python reference (`protocol.receipts.verify`,
 coincurve underneath): the same verdict, and the same problems in the same words, for good
-receipts and for every way we know to spoil one. Run in real Chromium, once in a secure
+receipts and for every way we know to spoil one, in the node's claim or the platform's
+settlement. Run in real Chromium, once in a secure
 context (crypto.subtle) and once on a plain-http LAN-like origin (the JS SHA-256)."""
 
 from __future__ import annotations
@@ -24,8 +25,23 @@ N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 NODE, PLATFORM, OTHER = keys.Identity.generate(), keys.Identity.generate(), keys.Identity.generate()
 
 
-def signed(body: dict[str, Any], node: keys.Identity = NODE, platform: keys.Identity = PLATFORM) -> dict[str, Any]:
-    return {"receipt": body, "node_signature": receipts.sign(node, body), "platform_signature": receipts.sign(platform, body)}
+def settled(claim: dict[str, Any], **over: Any) -> dict[str, Any]:
+    """The platform's settlement of a claim: all it claimed, all delivered, unless `over`."""
+    billed = {k: over.pop(k) for k in ("input_tokens", "output_tokens") if k in over}
+    out = receipts.settlement(
+        claim, input_tokens=billed.get("input_tokens", claim["input_tokens"]), output_tokens=billed.get("output_tokens", claim["output_tokens"]),
+        delivered_tokens=over.pop("delivered_tokens", billed.get("output_tokens", claim["output_tokens"])), metered=over.pop("metered", "counted"),
+        settled_at=1_700_000_005,
+    )
+    out.update(over)
+    return out
+
+
+def signed(body: dict[str, Any], node: keys.Identity = NODE, platform: keys.Identity = PLATFORM, settlement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A receipt file: the node signs its claim, the platform the settlement of it."""
+    if settlement is None:
+        settlement = settled(body) if not set(receipts.FIELDS) - set(body) else {}
+    return {"receipt": body, "node_signature": receipts.sign(node, body), "settlement": settlement, "platform_signature": receipts.sign(platform, settlement)}
 
 
 def body(**over: Any) -> dict[str, Any]:
@@ -38,9 +54,10 @@ def body(**over: Any) -> dict[str, Any]:
     return out
 
 
-def edited(doc: dict[str, Any], **fields: Any) -> dict[str, Any]:
+def edited(doc: dict[str, Any], part: str = "receipt", **fields: Any) -> dict[str, Any]:
+    """A copy with some fields of one part changed after it was signed."""
     out = json.loads(json.dumps(doc))
-    out["receipt"].update(fields)
+    out[part].update(fields)
     return out
 
 
@@ -62,6 +79,8 @@ def cases() -> list[tuple[str, str, dict[str, Any]]]:
     upper = dict(GOOD, node_signature=GOOD["node_signature"].upper())
     spaced = dict(GOOD, platform_signature=" ".join(GOOD["platform_signature"][i:i + 2] for i in range(0, 128, 2)))
     swapped = dict(GOOD, node_signature=GOOD["platform_signature"], platform_signature=GOOD["node_signature"])
+    claim = GOOD["receipt"]
+    part_billed = signed(claim, settlement=settled(claim, output_tokens=20, delivered_tokens=18, metered="bounded"))
     r_too_big = dict(GOOD, node_signature=f"{P:064x}" + GOOD["node_signature"][64:])
     s_too_big = dict(GOOD, node_signature=GOOD["node_signature"][:64] + f"{N:064x}")
     extra = signed({**body(), "tip": 1})
@@ -79,6 +98,7 @@ def cases() -> list[tuple[str, str, dict[str, Any]]]:
         ("good, uppercase hex", json.dumps(upper), {}),
         ("good, spaced hex as bytes.fromhex reads it", json.dumps(spaced), {}),
         ("good, duplicate key: the last wins", duplicated, {}),
+        ("good, billed less than claimed", json.dumps(part_billed), {}),
         ("more tokens than were signed", json.dumps(edited(GOOD, output_tokens=340_000)), {}),
         ("arithmetic redone to match", json.dumps(edited(GOOD, **{k: v for k, v in body(output_tokens=340_000).items() if k in ("output_tokens", "price", "fee", "value")})), {}),
         ("another model", json.dumps(edited(GOOD, model="gpt-4")), {}),
@@ -100,6 +120,21 @@ def cases() -> list[tuple[str, str, dict[str, Any]]]:
         ("signed by another node", json.dumps(signed(body(), node=OTHER)), {}),
         ("another platform than the trusted one", json.dumps(signed(body(platform_pubkey=OTHER.pubkey), platform=OTHER)), trusted),
         ("another node than the job's", json.dumps(GOOD), {"nodePubkey": OTHER.pubkey}),
+        ("settlement bills more than claimed", json.dumps(signed(claim, settlement=settled(claim, output_tokens=claim["output_tokens"] + 5))), {}),
+        ("settlement of another claim", json.dumps(signed(claim, settlement=settled(body(model="other")))), {}),
+        ("settlement for another job", json.dumps(signed(claim, settlement={**settled(claim), "job_id": "chatcmpl-other"})), {}),
+        ("settlement price raised and signed", json.dumps(signed(claim, settlement={**settled(claim), "price": 999})), {}),
+        ("settlement price raised after signing", json.dumps(edited(GOOD, "settlement", price=999, value=999)), {}),
+        ("settlement metered by guess", json.dumps(signed(claim, settlement=settled(claim, metered="guessed"))), {}),
+        ("settlement delivered more than billed", json.dumps(signed(claim, settlement=settled(claim, delivered_tokens=claim["output_tokens"] + 1))), {}),
+        ("settlement of another type", json.dumps(signed(claim, settlement=settled(claim, type="infernet.receipt.v1"))), {}),
+        ("settlement with an extra field", json.dumps(signed(claim, settlement={**settled(claim), "tip": 1})), {}),
+        ("settlement missing a field", json.dumps(signed(claim, settlement={k: v for k, v in settled(claim).items() if k != "metered"})), {}),
+        ("settlement with a float", json.dumps(GOOD).replace('"settled_at": 1700000005', '"settled_at": 1700000005.5'), {}),
+        ("settlement with a string for tokens", json.dumps(signed(claim, settlement={**settled(claim), "output_tokens": "34"})), {}),
+        ("settlement signed by the node", json.dumps(dict(GOOD, platform_signature=receipts.sign(NODE, GOOD["settlement"]))), {}),
+        ("settlement missing", json.dumps({k: v for k, v in GOOD.items() if k != "settlement"}), {}),
+        ("settlement not an object", json.dumps(dict(GOOD, settlement="paid")), {}),
         ("an extra field", json.dumps(extra), {}),
         ("a missing field", json.dumps(missing), {}),
         ("a __proto__ field", json.dumps(proto), {}),
@@ -170,7 +205,7 @@ async def test_the_browser_agrees_with_python_on_every_receipt(browser, net, sec
     for (name, text, trusted), problems in zip(all_cases, got, strict=True):
         assert problems == reference(text, trusted), name
     verdicts = {name: not problems for (name, _, _), problems in zip(all_cases, got, strict=True)}
-    assert sum(verdicts.values()) == 8 and all(v for n, v in verdicts.items() if n.startswith("good"))
+    assert sum(verdicts.values()) == 9 and all(v for n, v in verdicts.items() if n.startswith("good"))
     await page.context.close()
 
 

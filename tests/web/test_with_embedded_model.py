@@ -91,7 +91,7 @@ async def test_a_chat_in_the_playground_streams_an_answer_from_the_embedded_mode
     rates = nodes[job["node_id"]]["price"]
     price = receipts.price(usage["prompt_tokens"], usage["completion_tokens"], rates["input"], rates["output"])
     await expect(page.locator("#chat-price")).to_contain_text(f"{receipts.usdc(price)} USDC")
-    await expect(page.locator("#chat-charged")).to_have_text(f"{receipts.usdc(doc['receipt']['price'])} USDC (signed receipt)")
+    await expect(page.locator("#chat-charged")).to_have_text(f"{receipts.usdc(doc['settlement']['price'])} USDC (signed receipt)")
     await shoot(page, "playground")
     chatted.assert_clean()
 
@@ -101,7 +101,7 @@ async def test_the_chats_job_page_shows_its_receipt_verified_in_the_browser(net,
     await page.locator("#chat-job a").click()
     await expect(page.locator("#receipt-verdict")).to_have_text("Verified in this browser", timeout=20_000)
     checks = page.locator("#receipt .checks li")
-    assert await checks.count() == 5 and await page.locator("#receipt .checks li.fail").count() == 0
+    assert await checks.count() == 6 and await page.locator("#receipt .checks li.fail").count() == 0
     await expect(page.locator("main")).to_contain_text("Paris")
     await expect(page.locator("#events-table tbody tr").last).to_contain_text("done")
     await shoot(page, "job")

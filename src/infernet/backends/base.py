@@ -58,4 +58,9 @@ class Backend(Protocol):
         """OpenAI embeddings response body (`data`, `model`, `usage`)."""
         ...
 
+    async def count_tokens(self, text: str) -> int | None:
+        """The engine's own token count of `text`, for an engine that streamed no usage; None
+        when the engine cannot tell."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -12,6 +12,7 @@ import asyncio
 import codecs
 import importlib.util
 import os
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,6 +163,10 @@ class EmbeddedBackend:
         vectors, tokens = await asyncio.to_thread(lambda: minilm.shared().encode(inputs))
         return embedding_response(vectors.tolist(), minilm.MODEL_NAME, tokens, body.get("encoding_format", "float"))
 
+    async def count_tokens(self, text: str) -> int | None:
+        await self.load()
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
+
     async def aclose(self) -> None:
         self._llm = None
 
@@ -180,7 +185,7 @@ class EmbeddedBackend:
         stop = body.get("stop") or []
         stops = [stop] if isinstance(stop, str) else list(stop)
         room = self._n_ctx - len(prompt)
-        limit = body.get("max_tokens") or body.get("max_completion_tokens") or room
+        limit = body.get("max_tokens") or room
         limit = min(limit, room)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -214,9 +219,10 @@ class EmbeddedBackend:
 
     def _run(self, prompt: list[int], stops: list[str], limit: int, body: dict[str, Any], cancel: threading.Event, put: Any) -> None:
         llm = self._llm
+        # The sampler's state is the request's own: a seed when the client gives one, else a
+        # fresh one, so no request repeats another's draws (the context is shared).
         seed = body.get("seed")
-        if seed is not None:
-            llm.set_seed(int(seed) & 0xFFFFFFFF)
+        llm.set_seed(int(seed) & 0xFFFFFFFF if seed is not None else secrets.randbits(32))
         temp = body.get("temperature")
         temp = 0.8 if temp is None else float(temp)
         top_p = body.get("top_p")

@@ -55,7 +55,7 @@ class FakeBackend:
     def _answer(self, body: dict[str, Any]) -> list[str]:
         text = self.reply if self.reply is not None else "echo: " + _prompt_text(body)
         words = text.split()
-        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        limit = body.get("max_tokens")
         return words[:limit] if limit else words
 
     async def _stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
@@ -78,7 +78,7 @@ class FakeBackend:
         except (GeneratorExit, asyncio.CancelledError):
             self.cancelled += 1
             raise
-        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        limit = body.get("max_tokens")
         finish = "length" if limit and sent >= limit and len(self._answer({**body, "max_tokens": None})) > sent else "stop"
         yield Chunk(finish_reason=finish, usage=Usage(prompt_tokens, sent))
 
@@ -93,6 +93,9 @@ class FakeBackend:
         data = [{"object": "embedding", "index": i, "embedding": [float(len(str(t))), 1.0]} for i, t in enumerate(inputs)]
         tokens = sum(len(str(t).split()) for t in inputs)
         return {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    async def count_tokens(self, text: str) -> int | None:
+        return len(text.split())
 
     async def aclose(self) -> None:
         return None

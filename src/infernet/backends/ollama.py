@@ -205,7 +205,7 @@ class OllamaBackend:
         stop = body.get("stop")
         if stop:
             opts["stop"] = [stop] if isinstance(stop, str) else list(stop)
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        limit = body.get("max_tokens")
         if limit:
             opts["num_predict"] = int(limit)
         # Known from the last heartbeat's model list; a model that vanished since then is
@@ -286,6 +286,9 @@ class OllamaBackend:
     async def delete(self, name: str) -> None:
         await self._request("DELETE", "/api/delete", json_body={"model": name, "name": name}, model=name)
         self._show_cache.clear()
+
+    async def count_tokens(self, text: str) -> int | None:
+        return None  # this engine has no tokenize endpoint we use yet: the byte bound holds
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -338,6 +338,9 @@ class OpenAICompatBackend:
             raise BackendError(f"{self.name} returned {len(vectors)} embeddings for {len(inputs)} inputs")
         return embedding_response(vectors, public, tokens, body.get("encoding_format", "float"))
 
+    async def count_tokens(self, text: str) -> int | None:
+        return None  # this engine has no tokenize endpoint we use yet: the byte bound holds
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

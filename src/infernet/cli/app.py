@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +17,15 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise typer.BadParameter("choose text or json")
+    return value
+
+
+LogFormatOpt = Annotated[str, typer.Option("--log-format", envvar="INFERNET_LOG_FORMAT", callback=_log_format, help="Log lines as `text` or `json` (one object a line, with job and node ids).")]
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:

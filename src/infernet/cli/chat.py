@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from infernet.cli.app import app, err, fail, resolve_client
+from infernet.cli.chatrepl import Conversation, hint_for, run
 from infernet.client import Client, InfernetError
 
 
@@ -23,10 +24,11 @@ def chat(
     url: Annotated[Optional[str], typer.Option("--url", help="Control plane URL [env INFERNET_URL].")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="API key [env INFERNET_API_KEY].")] = None,
 ) -> None:
-    """Ask a question; the answer streams in."""
-    piped = "" if sys.stdin.isatty() else sys.stdin.read().strip()
+    """Ask a question; the answer streams in. With no prompt on a terminal: a conversation."""
+    terminal = sys.stdin.isatty()
+    piped = "" if terminal else sys.stdin.read().strip()
     text = "\n\n".join(p for p in (prompt, piped) if p)
-    if not text:
+    if not text and not (terminal and not as_json):
         fail("nothing to ask", 'pass a prompt (`infernet chat "What is 2+2?"`) or pipe text in')
     base, key = resolve_client(url, api_key)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
@@ -42,6 +44,10 @@ def chat(
                 if not chat_models:
                     fail("no chat model is online", "start a node with `infernet start` (or `infernet up`)")
                 model = chat_models[0]
+            if not text:
+                options = {k: body[k] for k in ("max_tokens", "temperature") if k in body}
+                run(Conversation(client, model, system, options))
+                return
             body["model"] = model
             if as_json:
                 print(json.dumps(client.chat(**body), indent=2))
@@ -59,13 +65,4 @@ def chat(
                 err.print(f"[dim]{model} · {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens[/]")
     except InfernetError as exc:
         sys.stdout.write("\n") if not as_json else None
-        fail(exc.message, _hint(exc))
-
-
-def _hint(exc: InfernetError) -> str | None:
-    return {
-        401: "check the API key: --api-key, INFERNET_API_KEY, or the one `infernet up` printed",
-        404: "list what is served with `infernet models`",
-        429: "the network is busy; try again in a moment",
-        503: "no node is online; start one with `infernet start`",
-    }.get(exc.status)
+        fail(exc.message, hint_for(exc))

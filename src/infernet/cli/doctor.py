@@ -12,6 +12,7 @@ import httpx
 import typer
 
 from infernet import config
+from infernet.cli import homes
 from infernet.cli.app import app, console
 from infernet.cli.hardware import ICONS
 
@@ -27,14 +28,6 @@ class _Report:
             console.print(f"   {'':<13} [dim]→ {fix}[/]", highlight=False)
 
 
-def _pid_alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def _private(path: Any) -> bool:
     return stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
 
@@ -43,19 +36,23 @@ def _private(path: Any) -> bool:
 def doctor(
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="INFERNET_API_KEY", help="A client API key, to test inference through the control plane.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to allow each check.")] = 30.0,
+    node: homes.NodeOpt = None,
 ) -> None:
     """Check the config, backend, control plane, daemon, registration and one real inference."""
     from infernet.node import identity_path, read_status
+    from infernet.node import status as node_status
     from infernet.protocol import keys
 
-    home = config.home()
+    nh = homes.one(node)
+    home = nh.path  # in `up`'s home: the home of `up`'s node
+    starter = "`infernet up`" if nh.from_up else "`infernet start` (or `infernet setup`)"
     out = _Report()
     node_file = home / "node.json"
     cfg = config.read_json(node_file)
 
     # -- config
     if not cfg.get("control_plane") or not cfg.get("backend"):
-        out.line("fail", "config", f"no node configuration in {node_file}", "run `infernet setup`")
+        out.line("fail", "config", f"no node configuration in {node_file}", "start `infernet up` (it configures its node)" if nh.from_up else "run `infernet setup`")
         raise typer.Exit(1)
     key_file = identity_path(home)
     if not key_file.exists():
@@ -83,13 +80,10 @@ def doctor(
         out.line("fail", "control plane", f"cannot reach {url}: {exc}", "check the URL in node.json (`infernet setup` to change it) and the network")
 
     # -- daemon
-    from infernet.cli.node import _alive
-
     status = read_status(home)
-    # The status file names the daemon's pid: a node started in the foreground counts too.
-    alive = _alive(home / "node.pid") or (bool(status) and _pid_alive(status.get("pid")) and time.time() - status.get("updated_at", 0) < 10)
-    if not alive:
-        out.line("fail", "daemon", "no node is running from this INFERNET_HOME", "start it with `infernet start` (or `infernet setup`)")
+    # The status file names the daemon's pid: a node in the foreground or under `up` counts too.
+    if not node_status.live(status):
+        out.line("fail", "daemon", f"no node is running from {home}", f"start it with {starter}")
     elif not status.get("connected"):
         out.line("fail", "daemon", f"running but not connected: {status.get('last_error') or 'no answer yet'}", f"see {home / 'node.log'}")
     else:
@@ -106,9 +100,9 @@ def doctor(
             out.line("fail", "registered", f"the control plane could not say: {exc}", "upgrade the control plane, or check the node's clock (signatures allow 60 s of skew)")
         else:
             if not me.get("registered"):
-                out.line("fail", "registered", f"the control plane has never seen {ident.npub[:20]}…", "start the node: `infernet start`")
+                out.line("fail", "registered", f"the control plane has never seen {ident.npub[:20]}…", f"start the node: {starter}")
             elif not me.get("online"):
-                out.line("fail", "registered", f"registered as {me.get('name')} (tier {me.get('tier')}) but offline", "start the node: `infernet start`")
+                out.line("fail", "registered", f"registered as {me.get('name')} (tier {me.get('tier')}) but offline", f"start the node: {starter}")
             else:
                 out.line("pass", "registered", f"online as {me.get('name')}, tier {me.get('tier')}, {me.get('heartbeats')} heartbeat(s), serving {', '.join(me.get('models') or []) or 'nothing'}")
     else:
@@ -116,7 +110,7 @@ def doctor(
 
     # -- inference
     model = cfg.get("model") or next(iter(me.get("models") or served or []), None)
-    saved_key = config.read_json(config.client_file()).get("api_key")
+    saved_key = config.read_json(config.client_file()).get("api_key")  # `up` leaves it in its own home
     key = api_key or saved_key
     if model is None:
         out.line("fail", "inference", "no model to try", "pull a model into the backend, or set one with `infernet setup`")

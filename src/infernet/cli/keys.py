@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from infernet import config
+from infernet.cli import homes
 from infernet.cli.app import app, console, err, fail, resolve_client
+from infernet.cli.render import print_json, print_table
 from infernet.client import Client, InfernetError
 from infernet.protocol import keys as idkeys
 
@@ -25,16 +26,17 @@ UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Control plane URL 
 KeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="Admin API key [env INFERNET_API_KEY].")]
 
 
-def identity_file():  # type: ignore[no-untyped-def]
+def identity_file(node: str | None = None) -> Path:
+    """The identity of the node the command speaks of (in `up`'s home: `up`'s node)."""
     from infernet.node import identity_path
 
-    return identity_path(config.home())
+    return identity_path(homes.one(node).path)
 
 
-def load_identity(create: bool = False) -> idkeys.Identity:
-    path = identity_file()
+def load_identity(create: bool = False, node: str | None = None) -> idkeys.Identity:
+    path = identity_file(node)
     if not path.exists() and not create:
-        fail(f"no node identity in {config.home()}", "`infernet keys show` creates one, `infernet keys import` brings yours")
+        fail(f"no node identity in {path.parent}", "`infernet keys show` creates one, `infernet keys import` brings yours")
     try:
         return idkeys.load_or_create(path)
     except (ValueError, KeyError, OSError) as exc:
@@ -45,20 +47,26 @@ def load_identity(create: bool = False) -> idkeys.Identity:
 
 
 @keys_app.command("show")
-def show() -> None:
+def show(node: homes.NodeOpt = None) -> None:
     """Show this node's public identity (npub, hex); creates one on first use."""
-    path = identity_file()
+    nh = homes.one(node)
+    path = identity_file(node)
     created = not path.exists()
-    ident = load_identity(create=True)
-    console.print(f"[bold]npub[/]    {ident.npub}", highlight=False)
-    console.print(f"[bold]pubkey[/]  {ident.pubkey}", highlight=False)
-    console.print(f"[dim]file    {path}{'  (new identity created)' if created else ''}[/]", highlight=False)
+    ident = load_identity(create=True, node=node)
+    if nh.from_up:
+        console.print(f"[dim]node {nh.label} of `infernet up`[/]", highlight=False)
+    console.print(f"[bold]npub[/]    {ident.npub}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]pubkey[/]  {ident.pubkey}", highlight=False, soft_wrap=True)
+    console.print(f"[dim]file    {path}{'  (new identity created)' if created else ''}[/]", highlight=False, soft_wrap=True)
 
 
 @keys_app.command("export")
-def export(as_hex: Annotated[bool, typer.Option("--hex", help="Print the secret as hex instead of nsec.")] = False) -> None:
+def export(
+    as_hex: Annotated[bool, typer.Option("--hex", help="Print the secret as hex instead of nsec.")] = False,
+    node: homes.NodeOpt = None,
+) -> None:
     """Print this node's SECRET key (nsec) for a backup; anyone holding it can act as the node."""
-    ident = load_identity()
+    ident = load_identity(node=node)
     err.print("[yellow]this is the node's secret key: keep it private[/]")
     sys.stdout.write((ident.secret.hex() if as_hex else ident.nsec) + "\n")
 
@@ -67,6 +75,7 @@ def export(as_hex: Annotated[bool, typer.Option("--hex", help="Print the secret 
 def import_key(
     secret: Annotated[Optional[str], typer.Argument(help="nsec1... or 64 hex characters; read from stdin when omitted (keeps it out of shell history).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a different existing identity.")] = False,
+    node: homes.NodeOpt = None,
 ) -> None:
     """Use an existing identity for this node (stored with mode 0600)."""
     text = (secret if secret is not None else sys.stdin.readline()).strip()
@@ -76,13 +85,15 @@ def import_key(
         ident = idkeys.Identity.from_nsec(text) if text.lower().startswith("nsec1") else idkeys.Identity.from_hex(text)
     except ValueError as exc:
         fail(f"not a usable secret key: {exc}", "give an nsec1... string or 64 hex characters (an npub is public; import needs the secret)")
-    path = identity_file()
+    path = identity_file(node)
     if path.exists() and not force:
-        current = load_identity()
+        current = load_identity(node=node)
         if current.secret != ident.secret:
             fail(f"{path} already holds another identity ({current.npub})", "pass --force to replace it (export the old one first)")
     idkeys.save(path, ident)
     console.print(f"imported {ident.npub}", highlight=False)
+    if homes.one(node).from_up:
+        console.print("[dim]restart `infernet up` for its node to use it[/]")
 
 
 # -- API keys -----------------------------------------------------------------------------
@@ -109,17 +120,21 @@ def create(
 
 
 @api_app.command("list")
-def list_keys(url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+def list_keys(url: UrlOpt = None, api_key: KeyOpt = None, as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False) -> None:
     """List API keys (never their secrets), with balances and limits."""
     try:
         with Client(*resolve_client(url, api_key)) as client:
             rows = client.list_keys()
     except InfernetError as exc:
         fail(exc.message)
-    table = Table("id", "name", "role", "balance (USDC)", "rate/min", "spend/24h", "revoked")
-    for k in rows:
-        table.add_row(k["id"], k["name"], k["role"], k.get("balance", ""), str(k.get("rate_limit") or ""), k.get("spend_limit") or "", "yes" if k["revoked"] else "")
-    console.print(table)
+    if as_json:
+        print_json({"keys": rows})
+        return
+    print_table(
+        ["id", "name", "role", "balance (USDC)", "rate/min", "spend/24h", "revoked"],
+        [[k["id"], k["name"], k["role"], k.get("balance", ""), k.get("rate_limit") or "", k.get("spend_limit") or "", "yes" if k["revoked"] else ""] for k in rows],
+        ids=["id"],
+    )
 
 
 @api_app.command("revoke")

@@ -25,7 +25,6 @@ from infernet.cli.app import app, console, fail
 
 model_app = typer.Typer(help="Models: list, pull, rm, use, show on this node's engine; recommend what fits this machine.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-app.add_typer(model_app, name="models", hidden=True)
 
 T = TypeVar("T")
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help=f"One of: {', '.join(CHOICES)}; default: the node's.")]

@@ -12,8 +12,10 @@ import typer
 from rich.table import Table
 
 from infernet import config
+from infernet.cli import homes, pricefile
 from infernet.cli.app import app, console, err, fail, resolve_client
 from infernet.cli.keys import load_identity
+from infernet.cli.render import print_json, print_table
 from infernet.client import Client, InfernetError
 from infernet.protocol import keys, receipts
 
@@ -54,8 +56,13 @@ def balance(key_id: Annotated[Optional[str], typer.Option("--key", help="Another
 
 
 @pricing_app.callback()
-def pricing(ctx: typer.Context, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
-    """Show the price table (micro-USDC per million tokens)."""
+def pricing(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="The table as JSON in USDC, as `pricing set` reads it.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Show the price table (USDC per million tokens)."""
     if ctx.invoked_subcommand is not None:
         return
     try:
@@ -63,6 +70,9 @@ def pricing(ctx: typer.Context, url: UrlOpt = None, api_key: KeyOpt = None) -> N
             t = client.pricing()
     except InfernetError as exc:
         fail(exc.message)
+    if as_json:
+        print_json(pricefile.to_usdc(t))
+        return
     table = Table("tier", "input USDC/M tokens", "output USDC/M tokens")
     for tier, r in t["tiers"].items():
         table.add_row(tier, receipts.usdc(r["input"]), receipts.usdc(r["output"]))
@@ -72,23 +82,21 @@ def pricing(ctx: typer.Context, url: UrlOpt = None, api_key: KeyOpt = None) -> N
         f"node rates {t['node_rate_min_pct']}-{t['node_rate_max_pct']} % of their tier's · chain {t['chain']}",
         highlight=False,
     )
+    console.print("[dim]to change it: `infernet pricing --json > table.json`, edit, `infernet pricing set table.json`[/]")
 
 
 @pricing_app.command("set")
-def pricing_set(file: Annotated[Path, typer.Argument(help="A JSON price table, as `GET /api/v1/pricing` shows it.")], url: UrlOpt = None, api_key: KeyOpt = None) -> None:
-    """Replace the price table (admin)."""
+def pricing_set(file: Annotated[Path, typer.Argument(help="A JSON price table in USDC, as `infernet pricing --json` prints it.")], url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Replace the price table (admin). Amounts in USDC, e.g. "0.04" per million tokens."""
     try:
-        data = json.loads(file.read_text())
+        data = pricefile.parse(file.read_text())
     except (OSError, ValueError) as exc:
-        fail(f"cannot read {file}: {exc}")
-    if isinstance(data, dict):
-        data.pop("object", None)
-        data.pop("unit", None)
+        fail(f"cannot read {file}: {exc}", "amounts are USDC with at most 6 decimals; `infernet pricing --json` prints a table to start from")
     try:
         with Client(*resolve_client(url, api_key)) as client:
             client.set_pricing(data)
     except InfernetError as exc:
-        fail(exc.message, "see `infernet pricing` for the shape; rates are integer micro-USDC per million tokens")
+        fail(exc.message, "see `infernet pricing --json` for the shape")
     console.print("price table updated")
 
 
@@ -131,51 +139,63 @@ def receipt_verify(
     if is_payout:
         console.print(f"[green]✓[/] payout {body['payout_id']}: {body['receipt_count']} receipts, {receipts.usdc(body['total'])} USDC to node {keys.npub_from_hex(body['node_pubkey'])}", highlight=False)
     else:
+        bill = doc["settlement"]
         console.print(
-            f"[green]✓[/] job {body['job_id']}: {body['input_tokens']} in + {body['output_tokens']} out tokens of {body['model']}, "
-            f"price {receipts.usdc(body['price'])} USDC (node {receipts.usdc(body['value'])}, fee {receipts.usdc(body['fee'])})",
+            f"[green]✓[/] job {body['job_id']}: {bill['input_tokens']} in + {bill['output_tokens']} out tokens of {body['model']} "
+            f"({bill['delivered_tokens']} delivered; the node claimed {body['input_tokens']} + {body['output_tokens']}, metered: {bill['metered']}), "
+            f"price {receipts.usdc(bill['price'])} USDC (node {receipts.usdc(bill['value'])}, fee {receipts.usdc(bill['fee'])})",
             highlight=False,
         )
         console.print(f"  node      {keys.npub_from_hex(body['node_pubkey'])}", highlight=False)
     console.print(f"  platform  {keys.npub_from_hex(body['platform_pubkey'])}{'' if plat else '  [yellow](not pinned: pass --platform to trust only your control plane)[/]'}", highlight=False)
 
 
-def _node_client(control_plane: str | None) -> tuple[Client, keys.Identity]:
-    saved = config.read_json(config.home() / "node.json")
+def _node_client(control_plane: str | None, node: str | None) -> tuple[Client, keys.Identity, homes.NodeHome]:
+    nh = homes.one(node)
+    saved = nh.config()
     url = control_plane or saved.get("control_plane") or os.environ.get("INFERNET_URL") or config.read_json(config.client_file()).get("url")
     if not url:
         fail("no control plane known for this node", "pass --control-plane URL (or run `infernet start` first)")
-    return Client(url, None), load_identity()
+    return Client(url, None), load_identity(node=node), nh
 
 
 @app.command()
-def payments(control_plane: ControlOpt = None, limit: Annotated[int, typer.Option("--receipts", "-n", min=0, max=1000, help="How many recent receipts to list.")] = 20) -> None:
+def payments(
+    control_plane: ControlOpt = None,
+    limit: Annotated[int, typer.Option("--receipts", "-n", min=0, max=1000, help="How many recent receipts to list.")] = 20,
+    node: homes.NodeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
     """This node's earnings and receipts (a request signed with the node's key)."""
-    client, ident = _node_client(control_plane)
+    client, ident, _ = _node_client(control_plane, node)
     try:
         with client:
             p = client.payments(ident, limit)
     except InfernetError as exc:
         fail(exc.message)
-    console.print(f"[bold]{ident.npub}[/]", highlight=False)
+    if as_json:
+        print_json(p)
+        return
+    console.print(f"[bold]{ident.npub}[/]", highlight=False, soft_wrap=True)
     console.print(f"unpaid {p['unpaid_usdc']} USDC · paid out {p['paid_usdc']} · earned {p['earned_usdc']} over {p['receipts']} receipts", highlight=False)
     if p["data"]:
-        table = Table("job", "model", "tokens in/out", "value USDC", "completed", "payout")
+        rows = []
         for d in p["data"]:
-            r = d["receipt"]
+            r, bill = d["receipt"], d["settlement"]
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["completed_at"]))
-            table.add_row(r["job_id"], r["model"], f"{r['input_tokens']}/{r['output_tokens']}", receipts.usdc(r["value"]), when, d.get("payout_id") or "")
-        console.print(table)
+            rows.append([r["job_id"], r["model"], f"{bill['input_tokens']}/{bill['output_tokens']}", receipts.usdc(bill["value"]), when, d.get("payout_id") or ""])
+        print_table(["job", "model", "tokens in/out", "value USDC", "completed", "payout"], rows, ids=["job", "payout"])
 
 
 @app.command()
 def payout(
     control_plane: ControlOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where to save the payout file; default INFERNET_HOME/payouts.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where to save the payout file; default: the node's home/payouts.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="Most receipts in one payout.")] = 1000,
+    node: homes.NodeOpt = None,
 ) -> None:
     """Claim unpaid receipts into one payout record signed by the platform and by this node."""
-    client, ident = _node_client(control_plane)
+    client, ident, nh = _node_client(control_plane, node)
     try:
         with client:
             doc = client.payout(ident, limit)
@@ -188,10 +208,10 @@ def payout(
     if problems:
         fail("the control plane returned a payout that does not verify: " + "; ".join(problems))
     doc["node_signature"] = ident.sign(receipts.digest(doc["payout"]))
-    out_dir = out_dir or config.home() / "payouts"
+    out_dir = out_dir or nh.path / "payouts"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{doc['payout']['payout_id']}.json"
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     rec = doc["payout"]
-    console.print(f"[green]claimed[/] {rec['receipt_count']} receipts, {receipts.usdc(rec['total'])} USDC → {path}", highlight=False)
-    console.print(f"[dim]check it anywhere with `infernet receipt verify {path}`[/]", highlight=False)
+    console.print(f"[green]claimed[/] {rec['receipt_count']} receipts, {receipts.usdc(rec['total'])} USDC → {path}", highlight=False, soft_wrap=True)
+    console.print(f"[dim]check it anywhere with `infernet receipt verify {path}`[/]", highlight=False, soft_wrap=True)

@@ -1,4 +1,4 @@
-"""`infernet start | stop | status`: the node daemon on this machine."""
+"""`infernet start | stop | status | logs`: the node daemon on this machine."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from infernet import config
+from infernet import config, logs
 from infernet.backends import CHOICES
-from infernet.cli.app import app, console, fail
+from infernet.cli.app import LogFormatOpt, app, console, fail
 
 
 @app.command()
@@ -27,6 +27,9 @@ def start(
     capacity: Annotated[Optional[int], typer.Option("--capacity", min=1, help="Jobs at once; default: what the engine says.")] = None,
     price: Annotated[Optional[str], typer.Option("--price", help="Own rates IN:OUT in USDC per million tokens, e.g. 0.02:0.08; the control plane clamps them into its bounds.")] = None,
     foreground: Annotated[bool, typer.Option("--foreground", "-f", help="Stay in the foreground.")] = False,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on this port (0: any free one); default: off.")] = None,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")] = "127.0.0.1",
+    log_format: LogFormatOpt = "text",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node: connect out to a control plane and serve jobs (no inbound port needed)."""
@@ -45,17 +48,19 @@ def start(
             fail(f"a node is already running from {home} (pid {pid_file.read_text().strip()})", "stop it with `infernet stop`")
         log = open(home / "node.log", "ab")
         args = [sys.executable, "-m", "infernet", "start", "--foreground", "-c", control_plane, "-b", backend]
-        for flag, value in (("--backend-url", backend_url), ("--model", model), ("--name", name), ("--capacity", capacity), ("--price", price)):
-            if value:
+        for flag, value in (("--backend-url", backend_url), ("--model", model), ("--name", name), ("--capacity", capacity), ("--price", price),
+                            ("--metrics-port", metrics_port), ("--metrics-host", metrics_host if metrics_port is not None else None), ("--log-format", log_format)):
+            if value is not None and value != "":
                 args += [flag, str(value)]
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         pid_file.write_text(str(proc.pid))
         console.print(f"node started (pid {proc.pid}); logs in {home / 'node.log'}; `infernet status` to check it")
         return
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.setup(logging.DEBUG if verbose else logging.INFO, log_format)
     from infernet.node import run_foreground
 
-    run_foreground(control_url=control_plane, backend_kind=backend, backend_url=backend_url, model=model, name=name, price=rates, home=home, capacity=capacity)
+    run_foreground(control_url=control_plane, backend_kind=backend, backend_url=backend_url, model=model, name=name, price=rates, home=home, capacity=capacity,
+                   metrics_port=metrics_port, metrics_host=metrics_host)
 
 
 def _parse_price(text: str) -> dict[str, int]:
@@ -72,18 +77,27 @@ def _parse_price(text: str) -> dict[str, int]:
 
 
 def _alive(pid_file) -> bool:  # type: ignore[no-untyped-def]
+    from infernet.node.status import pid_alive
+
     try:
-        os.kill(int(pid_file.read_text()), 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return pid_alive(int(pid_file.read_text()))
+    except (FileNotFoundError, ValueError):
         return False
-    return True
 
 
 @app.command()
 def stop() -> None:
     """Stop the node started by `infernet start`."""
-    pid_file = config.home() / "node.pid"
+    from infernet.node import status as node_status
+
+    home = config.home()
+    pid_file = home / "node.pid"
     if not _alive(pid_file):
+        if node_status.live(node_status.read(home)):
+            fail(f"the node running from {home} was not started by `infernet start` (pid {node_status.read(home)['pid']})",
+                 "stop it where it was started: its terminal, or `systemctl --user stop infernet-node` for the service")
+        if (home / "nodes.json").exists():
+            fail(f"no node started by `infernet start` runs from {home}", "the nodes of `infernet up` stop with it: Ctrl-C in its terminal")
         fail("no node is running from this INFERNET_HOME")
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGTERM)
@@ -95,14 +109,3 @@ def stop() -> None:
     console.print(f"node stopped (pid {pid})")
 
 
-@app.command()
-def status() -> None:
-    """Is the node connected, and what has it served?"""
-    from infernet.node import read_status
-
-    data = read_status(config.home())
-    if not data or time.time() - data.get("updated_at", 0) > 10:
-        fail("no node is running from this INFERNET_HOME", "start one with `infernet start`")
-    state = "[green]connected[/]" if data["connected"] else f"[yellow]connecting[/] ({data.get('last_error') or 'no answer yet'})"
-    console.print(f"node {data['node_id'][:16]}… {state}")
-    console.print(f"jobs done {data['jobs_done']}, failed {data['jobs_failed']}, active {data['active']}, tokens out {data['tokens_out']}")

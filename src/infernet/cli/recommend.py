@@ -12,9 +12,8 @@ from rich.table import Table
 from infernet import catalog, hardware
 from infernet.cli.app import console, fail
 from infernet.cli.model import model_app
+from infernet.cli.models import models_app
 
-# One `model` group holds every model command; `models` is accepted as an alias.
-models_app = model_app
 ENGINES = ("embedded", "ollama", "vllm", "sglang", "llamacpp")
 
 
@@ -24,7 +23,7 @@ def _tps(r: tuple[int, int | None] | None) -> str:
     return f"{r[0]}+" if r[1] is None else f"{r[0]}–{r[1]}"
 
 
-@models_app.command("recommend")
+@model_app.command("recommend")
 def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
     engine: Annotated[Optional[str], typer.Option("--backend", "-b", help=f"Fit for this engine ({', '.join(ENGINES)}) [default: the tier's recommendation].")] = None,
@@ -57,6 +56,10 @@ def recommend(
     hidden = sum(1 for f in fits if not f.fits)
     if hidden and not show_all:
         console.print(f"[dim]{hidden} more model(s) do not fit; --all lists them with what they would need[/]")
+
+
+# `infernet models recommend` too: what the network serves and what this machine could add.
+models_app.command("recommend")(recommend)
 
 
 def advise(report: hardware.Report, engine: str | None = None, context: int | None = None) -> list[catalog.Fit]:

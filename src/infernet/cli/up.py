@@ -20,9 +20,10 @@ from typing import Annotated, Optional
 import typer
 from rich.panel import Panel
 
-from infernet import config
+from infernet import config, logs
 from infernet.backends import CHOICES
-from infernet.cli.app import app, console, fail
+from infernet.cli.app import LogFormatOpt, app, console, err, fail
+from infernet.cli.homes import write_up_nodes
 
 DEFAULT_PORT = 8787
 
@@ -35,12 +36,13 @@ def up(
     backend_url: Annotated[Optional[str], typer.Option("--backend-url", help="Engine URL; default: its usual port.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Serve only this model.")] = None,
     nodes: Annotated[int, typer.Option("--nodes", min=0, max=16, help="Local nodes to run (0: control plane only).")] = 1,
+    log_format: LogFormatOpt = "text",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a control plane and a node on this machine; print the URL and API key."""
     if backend not in CHOICES:
         fail(f"unknown backend {backend!r}", f"choose one of {', '.join(CHOICES)}")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.setup(logging.INFO if verbose else logging.WARNING, log_format)
     home = config.home()
     home.mkdir(parents=True, exist_ok=True)
     if port and not _port_free(host, port):
@@ -52,7 +54,7 @@ def up(
 
         api_key = new_api_key()
     try:
-        asyncio.run(_up(home, host, port, api_key, backend, backend_url, model, nodes))
+        asyncio.run(_up(home, host, port, api_key, backend, backend_url, model, nodes, log_format))
     except KeyboardInterrupt:
         pass
 
@@ -67,17 +69,18 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-async def _up(home: Path, host: str, port: int, api_key: str, backend: str, backend_url: str | None, model: str | None, n_nodes: int) -> None:
+async def _up(home: Path, host: str, port: int, api_key: str, backend: str, backend_url: str | None, model: str | None, n_nodes: int, log_format: str) -> None:
     import uvicorn
 
     from infernet.control import ControlPlane, create_app
+    from infernet.control.api.server import config as server_config
 
     class Server(uvicorn.Server):
         def capture_signals(self):  # type: ignore[no-untyped-def]
             return contextlib.nullcontext()  # we handle signals: stop the nodes first
 
     cp = await ControlPlane.open(f"sqlite:///{home / 'control.db'}")
-    server = Server(uvicorn.Config(create_app(cp, admin_key=api_key), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, ws_max_size=2**24, ws_per_message_deflate=False))
+    server = Server(server_config(create_app(cp, admin_key=api_key), host, port, timeout_graceful_shutdown=3))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,7 +96,11 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
     url = f"http://{show_host}:{bound}"
     config.write_private(config.client_file(home), {"url": url, "api_key": api_key})
 
-    children = [_Child(i, home, url, backend, backend_url, model) for i in range(n_nodes)]
+    children = [_Child(i, home, url, backend, backend_url, model, log_format) for i in range(n_nodes)]
+    write_up_nodes(home, [(c.index, c.home, c.name) for c in children], url)
+    engine_problem = await backend_problem(backend, backend_url, model) if children else None
+    if engine_problem:
+        warn_backend(backend, model, engine_problem)
     try:
         for child in children:
             await child.start()
@@ -101,7 +108,7 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
             with console.status(f"starting {n_nodes} node(s) on the {backend} backend (loading the model)…"):
                 await _wait_for_nodes(cp, children, n_nodes, stop)
         if not stop.is_set():
-            served = ", ".join(sorted(cp.placement.models())) or "none yet"
+            served = ", ".join(sorted(cp.placement.models())) or ("[yellow]none[/] (the engine serves no model: see the warning above)" if children else "none (no node: --nodes 0)")
             console.print(
                 Panel.fit(
                     f"[bold]OpenAI base URL[/]  {url}/v1\n"
@@ -115,6 +122,8 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
                 ),
                 highlight=False,
             )
+            if children and not cp.placement.models() and not engine_problem:
+                warn_backend(backend, model, children[0].status().get("last_error") or "the node advertises no model")
         supervisors = [asyncio.create_task(c.supervise(stop)) for c in children]
         await stop.wait()
         for s in supervisors:
@@ -124,6 +133,45 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
         await asyncio.gather(*(c.stop() for c in children))
         server.should_exit = True
         await serving
+
+
+async def backend_problem(kind: str, url: str | None, model: str | None, timeout: float = 3.0) -> str | None:
+    """Why the engine the nodes will use cannot serve, or None. Asked before the nodes start,
+    so `up` warns at once instead of printing an empty model list. The embedded engine is
+    only looked for (loading it here would load the model twice); `auto` is the node's to
+    resolve."""
+    if kind == "auto":
+        return None
+    if kind == "embedded":
+        from infernet.cli.setup import probe_engine
+
+        ok, detail, _ = probe_engine("embedded")
+        return None if ok else detail
+    from infernet import backends
+
+    try:
+        engine = backends.create(kind, url, model)
+    except (ImportError, ValueError) as exc:
+        return str(exc)
+    try:
+        health = await asyncio.wait_for(engine.health(), timeout)
+    except Exception as exc:  # an engine that hangs or answers nonsense cannot serve either
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    finally:
+        await engine.aclose()
+    return None if health.ok else health.detail
+
+
+def warn_backend(kind: str, model: str | None, problem: str) -> None:
+    from infernet import catalog
+
+    h = catalog.engine_help(kind, catalog.get(model or ""))
+    if "no model" in problem:
+        fix = "give it a model: `infernet model pull <name>`" + (f" (or `{h['pull']}`)" if h.get("pull") else "")
+    else:
+        fix = f"start the engine (`{h.get('run', kind)}`; to install it: {h.get('get', 'see docs/backends.md')}), or point at it with --backend-url"
+    err.print(f"[bold yellow]warning:[/] the {kind} backend cannot serve: {problem}", highlight=False)
+    err.print(f"[dim]→ {fix}. The node keeps trying and advertises models as soon as the engine has them.[/]", highlight=False)
 
 
 async def _wait_for_nodes(cp: object, children: list[_Child], n: int, stop: asyncio.Event) -> None:
@@ -141,11 +189,12 @@ async def _wait_for_nodes(cp: object, children: list[_Child], n: int, stop: asyn
 class _Child:
     """A local node process, restarted if it dies while the network is up."""
 
-    def __init__(self, index: int, home: Path, url: str, backend: str, backend_url: str | None, model: str | None) -> None:
+    def __init__(self, index: int, home: Path, url: str, backend: str, backend_url: str | None, model: str | None, log_format: str = "text") -> None:
         self.index = index
+        self.name = f"local-{index}"
         self.home = home / "nodes" / str(index)
         self.log_path = self.home / "node.log"
-        self.args = [sys.executable, "-m", "infernet", "start", "--foreground", "-c", url, "-b", backend, "--name", f"local-{index}"]
+        self.args = [sys.executable, "-m", "infernet", "start", "--foreground", "-c", url, "-b", backend, "--name", self.name, "--log-format", log_format]
         for flag, value in (("--backend-url", backend_url), ("--model", model)):
             if value:
                 self.args += [flag, value]
@@ -157,6 +206,11 @@ class _Child:
         env = {**os.environ, "INFERNET_HOME": str(self.home)}
         self.proc = await asyncio.create_subprocess_exec(*self.args, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, env=env)
         log.close()
+
+    def status(self) -> dict:
+        from infernet.node import read_status
+
+        return read_status(self.home)
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -10,11 +10,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from infernet.control import bounds
 from infernet.control.dispatch.router import RouteRequest
 from infernet.control.errors import InvalidRequest
 from infernet.protocol import keys
 
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
+OutputTokens = Annotated[int, msgspec.Meta(ge=1, le=bounds.MAX_OUTPUT_TOKENS)]
+Seed = Annotated[int, msgspec.Meta(ge=bounds.INT64[0], le=bounds.INT64[1])]
+Stop = Annotated[str, msgspec.Meta(max_length=bounds.MAX_STOP_CHARS)]
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
 TopP = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -28,7 +31,7 @@ class ContentPart(msgspec.Struct):
 class Message(msgspec.Struct):
     role: Role
     content: str | list[ContentPart] | None = None
-    name: str | None = None
+    name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
 class StreamOptions(msgspec.Struct):
@@ -41,10 +44,10 @@ Tier = Literal[">=48gb", ">=24gb", ">=12gb", ">=8gb", "cpu"]
 class Routing(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The `infernet` extension object: how the job may be routed (docs/routing.md)."""
 
-    max_price: Annotated[int, msgspec.Meta(ge=0)] | None = None  # micro-USDC per million output tokens
+    max_price: Annotated[int, msgspec.Meta(ge=0, le=bounds.MAX_RATE)] | None = None  # micro-USDC per million output tokens
     min_tier: Tier | None = None
     node: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None  # preferred node: hex pubkey or npub
-    max_latency_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_latency_ms: Annotated[float, msgspec.Meta(gt=0, le=3_600_000)] | None = None
 
 
 class _Sampling(msgspec.Struct, kw_only=True):
@@ -52,18 +55,18 @@ class _Sampling(msgspec.Struct, kw_only=True):
     infernet: Routing | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: PosInt | None = None
+    max_tokens: OutputTokens | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
-    seed: int | None = None
+    stop: Stop | Annotated[list[Stop], msgspec.Meta(max_length=4)] | None = None
+    seed: Seed | None = None
     n: Annotated[int, msgspec.Meta(ge=1, le=1)] = 1
     user: str | None = None
 
 
 class ChatRequest(_Sampling, kw_only=True):
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
-    max_completion_tokens: PosInt | None = None
+    max_completion_tokens: OutputTokens | None = None
 
 
 class CompletionRequest(_Sampling, kw_only=True):
@@ -75,7 +78,7 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     model: Annotated[str, msgspec.Meta(min_length=1)]
     input: Annotated[str, msgspec.Meta(min_length=1)] | Annotated[list[str], msgspec.Meta(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: PosInt | None = None
+    dimensions: Annotated[int, msgspec.Meta(ge=1, le=65_536)] | None = None
     user: str | None = None
     infernet: Routing | None = None
 
@@ -86,11 +89,12 @@ class JobRequest(msgspec.Struct, kw_only=True):
     model: Annotated[str, msgspec.Meta(min_length=1)]
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)] | None = None
     prompt: str | None = None
-    max_tokens: PosInt | None = None
+    max_tokens: OutputTokens | None = None
+    max_completion_tokens: OutputTokens | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
-    seed: int | None = None
+    stop: Stop | Annotated[list[Stop], msgspec.Meta(max_length=4)] | None = None
+    seed: Seed | None = None
     infernet: Routing | None = None
 
 
@@ -114,12 +118,20 @@ def parse(raw: bytes, kind: type[msgspec.Struct]) -> Any:
         raise InvalidRequest(f"Invalid request: {exc}", param=_param_of(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # msgspec's guard against stack exhaustion: about 1,000 levels
+        raise InvalidRequest("The request body nests too deeply.", code="invalid_json") from None
 
 
 def to_body(req: msgspec.Struct) -> dict[str, Any]:
-    """The validated request as a plain dict for the node, dropping unset fields and the
-    `infernet` routing object (the node never sees how it was chosen)."""
-    return {k: v for k, v in msgspec.to_builtins(req).items() if v is not None and k != "infernet"}
+    """The validated request as the plain dict every later reader takes (the hold, the
+    router's checks, the node's engine, metering): unset fields dropped, the `infernet`
+    routing object dropped (the node never sees how it was chosen), and one output cap,
+    `max_tokens`, where `max_completion_tokens` wins as in OpenAI and vLLM."""
+    body = {k: v for k, v in msgspec.to_builtins(req).items() if v is not None and k != "infernet"}
+    cap = body.pop("max_completion_tokens", None)
+    if cap is not None:
+        body["max_tokens"] = cap
+    return body
 
 
 def client_body(req: msgspec.Struct) -> dict[str, Any]:
@@ -145,12 +157,3 @@ def route_of(req: Any) -> RouteRequest:
         if len(node) != 64 or any(c not in "0123456789abcdef" for c in node):
             raise InvalidRequest("`infernet.node` must be a node id: a hex public key or an npub.", param="infernet.node")
     return RouteRequest(req.model, max_price=r.max_price, min_tier=r.min_tier, preferred_node=node, max_latency_ms=r.max_latency_ms)
-
-
-def max_tokens_of(body: dict[str, Any]) -> int | None:
-    return body.get("max_completion_tokens") or body.get("max_tokens")
-
-
-def require(cond: bool, message: str, param: str) -> None:
-    if not cond:
-        raise InvalidRequest(message, param=param)

@@ -12,9 +12,11 @@ from infernet.control.health.verify import VerifyPolicy
 class Settings:
     heartbeat_s: float = 10.0
     missed_heartbeats: int = 3  # a node silent this many intervals is dropped
+    last_seen_write_s: float = 5.0  # online nodes' last_seen reaches the store this often, in one batch
     queue_timeout_s: float = 30.0  # a job's total deadline to start: queueing and failover
     max_attempts: int = 3  # tries before the first token, across nodes
     cancel_grace_s: float = 5.0  # wait this long for a cancelled node's final usage
+    stall_timeout_s: float = 120.0  # a node silent this long on a job has lost it (a prefill on a CPU can take a while)
     max_queued: int = 1000  # jobs waiting for a slot, all keys together
     max_queued_per_key: int = 100
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)

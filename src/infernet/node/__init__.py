@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import signal
 import socket
-import time
-from dataclasses import asdict
 from pathlib import Path
 
-from infernet import backends, config, hardware
+from infernet import backends, config, hardware, logs
+from infernet.node import status
 from infernet.node.daemon import Node, NodeStatus
+from infernet.node.metrics import NodeMetrics
+from infernet.node.status import StatusWriter
 from infernet.protocol import keys
 
 log = logging.getLogger("infernet.node")
@@ -33,25 +32,48 @@ async def serve(
     home: Path | None = None,
     stop: asyncio.Event | None = None,
     capacity: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
-    """Run a node until `stop` (or SIGINT/SIGTERM when run as the main program)."""
+    """Run a node until `stop` (or SIGINT/SIGTERM when run as the main program).
+
+    `metrics_port`: serve Prometheus `GET /metrics` on metrics_host:port (0: any free port);
+    None: no listener.
+    """
     home = home or config.home()
     ident = keys.load_or_create(identity_path(home))
-    hw = hardware.summary()
-    if backend_kind == "auto":
-        backend_kind, backend_url = await resolve_auto(hw["tier"])
-    backend = backends.create(backend_kind, backend_url, model, capacity=capacity)
-    health = await backend.health()
-    if not health.ok:
-        log.warning("backend %s is not healthy yet: %s (the node keeps trying)", backend_kind, health.detail)
-    node = Node(control_url, ident, backend, name=name or socket.gethostname(), tier=hw["tier"], hardware=hw, price=price)
-    stop = stop or asyncio.Event()
-    status_task = asyncio.create_task(_write_status(home / "node-status.json", node.status, stop))
+    logs.node_id.set(ident.pubkey)  # every line this process logs names its node
+    name = name or socket.gethostname()
+    node_status = NodeStatus(node_id=ident.pubkey)
+    writer = StatusWriter(home, node_status, name=name, control_plane=control_url, npub=ident.npub)
+    writer.start()  # "starting" at once: loading a model can take a while
+    metrics = NodeMetrics(node_status) if metrics_port is not None else None
+    backend = None
     try:
-        await node.run(stop)
+        if metrics is not None:
+            try:
+                bound = metrics.listen(metrics_port, metrics_host)
+            except OSError as exc:
+                raise SystemExit(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc} (pick another --metrics-port)") from None
+            writer.fixed["metrics_url"] = f"http://{metrics_host}:{bound}/metrics"
+        hw = hardware.summary()
+        if backend_kind == "auto":
+            backend_kind, backend_url = await resolve_auto(hw["tier"])
+        writer.fixed.update(backend=backend_kind, backend_url=backend_url)
+        backend = backends.create(backend_kind, backend_url, model, capacity=capacity)
+        health = await backend.health()
+        node_status.backend_ok, node_status.backend_detail = health.ok, health.detail
+        if not health.ok:
+            log.warning("backend %s is not healthy yet: %s (the node keeps trying)", backend_kind, health.detail)
+        node = Node(control_url, ident, backend, name=name, tier=hw["tier"], hardware=hw, price=price, status=node_status, observe=metrics.observe if metrics else None)
+        writer.watch_backend(backend)
+        await node.run(stop or asyncio.Event())
     finally:
-        status_task.cancel()
-        await backend.aclose()
+        await writer.close()
+        if metrics is not None:
+            metrics.close()
+        if backend is not None:
+            await backend.aclose()
 
 
 async def resolve_auto(tier: str) -> tuple[str, str | None]:
@@ -68,13 +90,6 @@ async def resolve_auto(tier: str) -> tuple[str, str | None]:
     return kind, url
 
 
-async def _write_status(path: Path, status: NodeStatus, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        data = {**asdict(status), "pid": os.getpid(), "updated_at": time.time()}
-        config.write_private(path, data)
-        await asyncio.sleep(2.0)
-
-
 def run_foreground(**kwargs: object) -> None:
     async def main() -> None:
         stop = asyncio.Event()
@@ -87,10 +102,7 @@ def run_foreground(**kwargs: object) -> None:
 
 
 def read_status(home: Path) -> dict:
-    try:
-        return json.loads((home / "node-status.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+    return status.read(home)
 
 
 __all__ = ["Node", "NodeStatus", "serve", "run_foreground", "read_status", "identity_path"]

@@ -12,6 +12,7 @@ import collections
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,11 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import websockets
 
-from infernet import __version__
+from infernet import __version__, logs
 from infernet.backends.base import Backend, BackendError
 from infernet.protocol import auth, keys, receipts
 from infernet.protocol.messages import (
     Accept,
+    Assembler,
     Cancel,
     Done,
     Fail,
@@ -31,11 +33,13 @@ from infernet.protocol.messages import (
     Hello,
     Job,
     ModelAd,
+    Part,
     Tokens,
     Usage,
     Welcome,
     control_decoder,
     encode,
+    pieces,
 )
 
 log = logging.getLogger("infernet.node")
@@ -58,6 +62,10 @@ class NodeStatus:
     active: int = 0
     last_error: str = ""
     connected_at: float = 0.0
+    models: list[str] = field(default_factory=list)  # what the node advertises now
+    capacity: int = 0
+    backend_ok: bool = False  # the engine's last health check (node/status.py runs it)
+    backend_detail: str = ""
 
 
 @dataclass
@@ -72,6 +80,8 @@ class Node:
     # plane clamps them into its bounds for this node's tier. None: the tier's rates.
     price: dict[str, int] | None = None
     status: NodeStatus = field(default_factory=NodeStatus)
+    # Sees every frame sent except token frames (node/metrics.py): per job, never per token.
+    observe: Callable[[msgspec.Struct], None] | None = None
 
     def __post_init__(self) -> None:
         self._ws: Any = None
@@ -129,7 +139,9 @@ class Node:
             if exc.message != self.status.last_error:
                 log.warning("engine unavailable, advertising no models: %s", exc.message)
             self.status.last_error = exc.message
+            self.status.models = []
             return [], self._capacity
+        self.status.models, self.status.capacity = [m.name for m in models], capacity
         return models, capacity
 
     async def _session(self) -> None:
@@ -166,11 +178,13 @@ class Node:
     # -- frames ---------------------------------------------------------------------------
 
     def _send(self, frame: msgspec.Struct) -> None:
-        if isinstance(frame, Tokens) and self._outbox:
-            last = self._outbox[-1]
+        if isinstance(frame, Tokens):
+            last = self._outbox[-1] if self._outbox else None
             if isinstance(last, Tokens) and last.job_id == frame.job_id:
                 self._outbox[-1] = Tokens(job_id=frame.job_id, text=last.text + frame.text)
                 return
+        elif self.observe is not None:
+            self.observe(frame)
         self._outbox.append(frame)
         self._wake.set()
 
@@ -181,7 +195,8 @@ class Node:
             self._wake.clear()
             while self._outbox:
                 frame = self._outbox.popleft()
-                await ws.send(self._signer.seal(encode(frame)))
+                for piece in pieces(frame):  # a big result goes as parts, each signed
+                    await ws.send(self._signer.seal(piece))
 
     async def _heartbeat(self, interval: float, advertised: list[ModelAd]) -> None:
         """Every beat re-reads the engine: a pull, a removal or an engine restart reaches
@@ -200,8 +215,18 @@ class Node:
             last_models, last_capacity = models, capacity
 
     async def _reader(self, ws: Any) -> None:
+        parts = Assembler()
         async for raw in ws:
-            frame = control_decoder.decode(raw)
+            try:
+                frame = control_decoder.decode(raw)
+                if isinstance(frame, Part):
+                    whole = parts.feed(frame)
+                    if whole is None:
+                        continue
+                    frame = control_decoder.decode(whole)
+            except (msgspec.DecodeError, ValueError) as exc:  # a newer control plane's frame
+                log.warning("skipping a control-plane frame this node cannot read: %s", exc)
+                continue
             if isinstance(frame, Job):
                 self._on_job(frame)
             elif isinstance(frame, Cancel):
@@ -220,7 +245,8 @@ class Node:
         if len(self._jobs) >= self._capacity:
             self._send(Fail(job_id=job.job_id, message="node at capacity", code="over_capacity", retryable=True))
             return
-        task = asyncio.ensure_future(self._run_job(job))
+        with logs.bind(job=job.job_id):  # the task copies the context: its lines carry the id
+            task = asyncio.ensure_future(self._run_job(job))
         self._jobs[job.job_id] = task
         self.status.active = len(self._jobs)
         task.add_done_callback(lambda _t, jid=job.job_id: self._job_done(jid))
@@ -246,9 +272,8 @@ class Node:
 
     async def _run_job(self, job: Job) -> None:
         self._send(Accept(job_id=job.job_id))
-        sent_any = False
+        sent: list[str] = []
         usage: Usage | None = None
-        chunks = 0
         started = time.monotonic()
         try:
             if job.kind == "embedding":
@@ -263,8 +288,7 @@ class Node:
             try:
                 async for chunk in stream:
                     if chunk.text:
-                        sent_any = True
-                        chunks += 1
+                        sent.append(chunk.text)
                         self._send(Tokens(job_id=job.job_id, text=chunk.text))
                     if chunk.usage is not None:
                         usage = chunk.usage
@@ -283,19 +307,27 @@ class Node:
                 self._tps = rate if not self._tps else 0.8 * self._tps + 0.2 * rate
         except asyncio.CancelledError:
             if job.job_id in self._cancelled and self._ws is not None:
-                # Metered for what was delivered: the engine's running usage, else the chunks.
-                delivered = usage or Usage(0, chunks)
+                # The engine's running usage, else the text it produced counted (never chunks).
+                delivered = usage or await self._count(sent)
                 self._send(self._done(job, delivered, "cancelled"))
             raise
         except BackendError as exc:
             self.status.jobs_failed += 1
             self.status.last_error = exc.message
-            if usage is None and sent_any:
-                usage = Usage(0, chunks)  # metered for what was delivered, as on cancel
-            self._send(Fail(job_id=job.job_id, message=exc.message, code=exc.code, retryable=exc.retryable and not sent_any, usage=usage))
+            if usage is None and sent:
+                usage = await self._count(sent)
+            self._send(Fail(job_id=job.job_id, message=exc.message, code=exc.code, retryable=exc.retryable and not sent, usage=usage))
         except Exception as exc:  # an engine bug fails this job, never the node
             log.exception("job %s failed", job.job_id)
             self.status.jobs_failed += 1
-            if usage is None and sent_any:
-                usage = Usage(0, chunks)
-            self._send(Fail(job_id=job.job_id, message=f"node error: {type(exc).__name__}: {exc}", retryable=not sent_any, usage=usage))
+            if usage is None and sent:
+                usage = await self._count(sent)
+            self._send(Fail(job_id=job.job_id, message=f"node error: {type(exc).__name__}: {exc}", retryable=not sent, usage=usage))
+
+    async def _count(self, sent: list[str]) -> Usage:
+        """Usage for text an engine produced without reporting usage: its tokenizer's count
+        when the backend has one, else the UTF-8 bytes (an upper bound, which the control plane
+        meters down from the text it relayed)."""
+        text = "".join(sent)
+        counted = await self.backend.count_tokens(text)
+        return Usage(0, counted if counted is not None else len(text.encode()))

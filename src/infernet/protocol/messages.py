@@ -1,11 +1,14 @@
 """Frames on the node <-> control-plane WebSocket.
 
 Node frames travel signed (see `infernet.protocol.auth`); control-plane frames are plain
-JSON text. Every type is frozen and validated once at the edge by msgspec.
+JSON. Every type is frozen and validated once at the edge by msgspec. A frame bigger than
+`MAX_PIECE` travels as `Part`s, each its own WebSocket message (and, from a node, each
+signed), so no message ever nears a socket's size limit whatever a prompt or a result weighs.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -82,7 +85,16 @@ class Fail(msgspec.Struct, frozen=True, tag="fail", tag_field="t"):
     usage: Usage | None = None  # what was delivered before the failure
 
 
-NodeFrame = Hello | Heartbeat | Accept | Tokens | Done | Fail
+class Part(msgspec.Struct, frozen=True, tag="part", tag_field="t"):
+    """A piece of a frame too big for one message: pieces of one `id` in order, `last` ends it."""
+
+    id: str
+    index: int
+    last: bool
+    data: str  # a slice of the frame's JSON text
+
+
+NodeFrame = Hello | Heartbeat | Accept | Tokens | Done | Fail | Part
 
 
 # control plane -> node ----------------------------------------------------------------
@@ -105,8 +117,54 @@ class Cancel(msgspec.Struct, frozen=True, tag="cancel", tag_field="t"):
     job_id: str
 
 
-ControlFrame = Welcome | Job | Cancel
+ControlFrame = Welcome | Job | Cancel | Part
 
 node_decoder = msgspec.json.Decoder(NodeFrame)
 control_decoder = msgspec.json.Decoder(ControlFrame)
 encode = msgspec.json.Encoder().encode
+
+MAX_PIECE = 1 << 20  # bytes of JSON in one WebSocket message
+MAX_FRAME = 64 << 20  # bytes a frame may reach when its parts are put together
+
+
+def pieces(frame: msgspec.Struct, limit: int = MAX_PIECE) -> list[bytes]:
+    """The messages that carry `frame`: itself, or `Part`s when it is over `limit` bytes."""
+    raw = encode(frame)
+    if len(raw) <= limit:
+        return [raw]
+    text = raw.decode()
+    step = max(1, limit // 8)  # characters: escaping inside `data` at most doubles a byte, UTF-8 at most 4
+    ident = os.urandom(8).hex()
+    chunks = [text[i : i + step] for i in range(0, len(text), step)]
+    return [encode(Part(id=ident, index=i, last=i == len(chunks) - 1, data=c)) for i, c in enumerate(chunks)]
+
+
+class FrameTooBig(ValueError):
+    pass
+
+
+class Assembler:
+    """Puts `Part`s back together into the frame they carry; bounded in size and in how many
+    frames may be half-received at once."""
+
+    def __init__(self, max_bytes: int = MAX_FRAME, max_open: int = 16) -> None:
+        self.max_bytes = max_bytes
+        self.max_open = max_open
+        self._open: dict[str, tuple[int, int, list[str]]] = {}  # id -> (next index, size, pieces)
+
+    def feed(self, part: Part) -> bytes | None:
+        """The whole frame's JSON once its last part is in, else None. Raises FrameTooBig or
+        ValueError for parts out of order."""
+        nxt, size, got = self._open.pop(part.id, (0, 0, []))
+        if part.index != nxt:
+            raise ValueError(f"part {part.index} of {part.id} arrived out of order")
+        size += len(part.data)
+        if size > self.max_bytes:
+            raise FrameTooBig(f"a frame of over {self.max_bytes} bytes")
+        got.append(part.data)
+        if part.last:
+            return "".join(got).encode()
+        if len(self._open) >= self.max_open:
+            raise FrameTooBig("too many frames half-sent at once")
+        self._open[part.id] = (nxt + 1, size, got)
+        return None

@@ -1,9 +1,12 @@
 """Compute Payment Receipts and payout records: canonical JSON signed with BIP-340.
 
-A receipt says: node N served job J for client C, this many input and output tokens of model
-M, at these rates, on this date, for this much money. The node signs it when it finishes the
-job (it fills in the usage it actually served); the control plane checks every field and
-countersigns. Anyone holding the file can check both signatures and the arithmetic offline.
+A receipt has two signed parts. The **claim** says: node N served job J for client C, this
+many input and output tokens of model M, at these rates, on this date; the node signs it when
+it finishes the job. The **settlement** says what the platform metered from the text it
+relayed and charged for that claim (never more than claimed): input and output tokens billed,
+of those how many reached the client, and the money; the platform signs it, naming the
+claim by its digest. Anyone holding the file can check both signatures and the arithmetic
+offline. Payouts pay the settlement's value.
 
 Canonical JSON (what is hashed and signed): the object serialized with keys sorted, no
 whitespace (`,` and `:` separators), UTF-8, strings escaped as JSON requires and nothing
@@ -29,6 +32,7 @@ from typing import Any
 from infernet.protocol import keys
 
 RECEIPT_TYPE = "infernet.receipt.v1"
+SETTLEMENT_TYPE = "infernet.settlement.v1"
 PAYOUT_TYPE = "infernet.payout.v1"
 UNIT = "micro-USDC"
 MICRO = 1_000_000  # micro-units per USDC
@@ -38,6 +42,9 @@ BPS = 10_000
 # What the control plane fixes before the job runs; the node adds usage and the date.
 TERMS = ("type", "job_id", "node_pubkey", "platform_pubkey", "client", "model", "input_rate", "output_rate", "fee_bps", "chain", "unit")
 FIELDS = (*TERMS, "input_tokens", "output_tokens", "completed_at", "price", "fee", "value")
+# What the platform signs: what it metered and charged for the node's claim (by its digest).
+SETTLEMENT_FIELDS = ("type", "job_id", "claim", "input_tokens", "output_tokens", "delivered_tokens", "metered", "price", "fee", "value", "settled_at")
+METERED = ("claimed", "counted", "bounded")
 
 
 def canonical(obj: Any) -> bytes:
@@ -157,6 +164,47 @@ def check_body(body: Any) -> list[str]:
     return problems
 
 
+def settlement(claim: Mapping[str, Any], *, input_tokens: int, output_tokens: int, delivered_tokens: int, metered: str, settled_at: int) -> dict[str, Any]:
+    """What the platform charges for a node's claim: at most what it claims, at its rates."""
+    gross = price(input_tokens, output_tokens, claim["input_rate"], claim["output_rate"])
+    value, fee = split(gross, claim["fee_bps"])
+    return {
+        "type": SETTLEMENT_TYPE, "job_id": claim["job_id"], "claim": digest(claim).hex(),
+        "input_tokens": input_tokens, "output_tokens": output_tokens, "delivered_tokens": delivered_tokens,
+        "metered": metered, "price": gross, "fee": fee, "value": value, "settled_at": settled_at,
+    }
+
+
+def check_settlement(claim: Mapping[str, Any], body: Any) -> list[str]:
+    """Problems with a settlement for this claim (signatures aside)."""
+    if not isinstance(body, dict):
+        return ["the settlement is not a JSON object"]
+    if set(body) != set(SETTLEMENT_FIELDS):
+        missing, extra = set(SETTLEMENT_FIELDS) - set(body), set(body) - set(SETTLEMENT_FIELDS)
+        return [f"the settlement has wrong fields (missing {sorted(missing)}, unexpected {sorted(extra)})"]
+    problems = []
+    if body["type"] != SETTLEMENT_TYPE:
+        problems.append(f"settlement type is {body['type']!r}, expected {SETTLEMENT_TYPE!r}")
+    if body["job_id"] != claim.get("job_id"):
+        problems.append("the settlement is for another job than the claim")
+    try:
+        if body["claim"] != digest(claim).hex():
+            problems.append("the settlement names another claim")
+        redo = settlement(claim, input_tokens=body["input_tokens"], output_tokens=body["output_tokens"], delivered_tokens=body["delivered_tokens"], metered=body["metered"], settled_at=body["settled_at"])
+    except (ValueError, TypeError, KeyError) as exc:
+        return [*problems, f"bad numbers in the settlement: {exc}"]
+    if body["metered"] not in METERED:
+        problems.append(f"metered is {body['metered']!r}, expected one of {METERED}")
+    if body["input_tokens"] > claim["input_tokens"] or body["output_tokens"] > claim["output_tokens"]:
+        problems.append("the settlement bills more tokens than the node claimed")
+    if not 0 <= body["delivered_tokens"] <= body["output_tokens"]:
+        problems.append("delivered tokens are not within 0 and the billed output")
+    for k in ("price", "fee", "value"):
+        if body[k] != redo[k]:
+            problems.append(f"settlement {k} is {body[k]} but the billed tokens and rates give {redo[k]}")
+    return problems
+
+
 def verify(doc: Any, *, platform_pubkey: str | None = None, node_pubkey: str | None = None) -> list[str]:
     """Every reason a receipt file is not good; empty when both signatures and the sums hold.
 
@@ -164,7 +212,7 @@ def verify(doc: Any, *, platform_pubkey: str | None = None, node_pubkey: str | N
     key named inside it passes, which proves integrity but not who issued it.
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("receipt"), dict):
-        return ["not a receipt file: expected {\"receipt\": {...}, \"node_signature\", \"platform_signature\"}"]
+        return ["not a receipt file: expected {\"receipt\": {...}, \"node_signature\", \"settlement\": {...}, \"platform_signature\"}"]
     body = doc["receipt"]
     problems = check_body(body)
     if problems and "wrong fields" in problems[0]:
@@ -179,8 +227,15 @@ def verify(doc: Any, *, platform_pubkey: str | None = None, node_pubkey: str | N
         problems.append("the receipt names another platform key than the one trusted")
     if not keys.verify(str(body["node_pubkey"]), d, str(doc.get("node_signature") or "")):
         problems.append("the node signature does not match")
-    if not keys.verify(str(body["platform_pubkey"]), d, str(doc.get("platform_signature") or "")):
-        problems.append("the platform countersignature does not match")
+    settled = doc.get("settlement")
+    problems += check_settlement(body, settled)
+    if isinstance(settled, dict):
+        try:
+            sd = digest(settled)
+        except ValueError as exc:
+            return [*problems, str(exc)]
+        if not keys.verify(str(body["platform_pubkey"]), sd, str(doc.get("platform_signature") or "")):
+            problems.append("the platform signature on the settlement does not match")
     return problems
 
 
@@ -204,6 +259,7 @@ def merkle_root(leaves: Iterable[bytes]) -> bytes:
 
 
 def payout_record(*, payout_id: str, node_pubkey: str, platform_pubkey: str, chain: str, receipts: list[Mapping[str, Any]], created_at: int) -> dict[str, Any]:
+    """`receipts`: the settlements paid out (each names its claim)."""
     return {
         "type": PAYOUT_TYPE,
         "payout_id": payout_id,
@@ -245,8 +301,8 @@ def verify_payout(doc: Any, *, platform_pubkey: str | None = None, node_pubkey: 
     for i, item in enumerate(items):
         for p in verify(item, platform_pubkey=rec.get("platform_pubkey"), node_pubkey=rec.get("node_pubkey")):
             problems.append(f"receipt {i}: {p}")
-        if isinstance(item, dict) and isinstance(item.get("receipt"), dict):
-            bodies.append(item["receipt"])
+        if isinstance(item, dict) and isinstance(item.get("settlement"), dict):
+            bodies.append(item["settlement"])
     if not problems:
         redo = payout_record(
             payout_id=rec["payout_id"], node_pubkey=rec["node_pubkey"], platform_pubkey=rec["platform_pubkey"],

@@ -105,19 +105,26 @@ async function receiptSection(job) {
   const platform = await fetch("/api/v1/platform").then((r) => r.json()).catch(() => ({}));
   const result = await verifyText(text, { platformPubkey: platform.pubkey, nodePubkey: job.node_id });
   const ok = result.problems.length === 0;
-  const r = result.doc && result.doc.receipt;
+  const r = result.doc && result.doc.receipt, st = result.doc && result.doc.settlement;
   const file = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  const money = (v) => (typeof v === "bigint" ? `${usdc(v)} USDC` : String(v)); // a spoiled file may hold anything
   return append(section, [
     h("p", { class: `verdict ${ok ? "ok" : "bad"}`, id: "receipt-verdict", role: "status" }, ok ? "Verified in this browser" : "Not valid"),
     h("ul", { class: "checks", "aria-label": "Checks" }, result.checks.map((c) => h("li", { class: c.ok ? "" : "fail" }, c.label, c.ok ? "" : `: ${c.detail}`))),
+    r && h("h3", {}, "The node's claim"),
     r && facts([
       ["Client", h("code", {}, String(r.client))],
       ["Model", String(r.model)],
-      ["Tokens", `${r.input_tokens} in, ${r.output_tokens} out`],
-      ["Rates", `${usdc(r.input_rate)} in / ${usdc(r.output_rate)} out, USDC per million tokens`],
-      ["Price", `${usdc(r.price)} USDC (node ${usdc(r.value)}, platform fee ${usdc(r.fee)})`],
+      ["Tokens claimed", `${r.input_tokens} in, ${r.output_tokens} out`],
+      ["Rates", `${usdc(typeof r.input_rate === "bigint" ? r.input_rate : 0n)} in / ${usdc(typeof r.output_rate === "bigint" ? r.output_rate : 0n)} out, USDC per million tokens`],
       ["Completed", time(Number(r.completed_at))],
       ["Chain", String(r.chain)],
+    ]),
+    st && typeof st === "object" && h("h3", {}, "The platform's settlement"),
+    st && typeof st === "object" && facts([
+      ["Tokens billed", `${st.input_tokens} in, ${st.output_tokens} out (${st.delivered_tokens} delivered; metered: ${st.metered})`],
+      ["Charged", `${money(st.price)} (node ${money(st.value)}, platform fee ${money(st.fee)})`],
+      ["Settled", time(Number(st.settled_at))],
     ]),
     h("p", {}, h("a", { href: file, download: `${job.id}.receipt.json` }, "Download the receipt file"),
       h("span", { class: "dim" }, " — check it offline with "), h("code", {}, "infernet receipt verify")),

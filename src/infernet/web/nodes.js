@@ -12,6 +12,9 @@ export function gpus(hw) {
   return cards.map((g) => `${g.name} (${gb(g.vram_mb)})`).join(", ");
 }
 
+// An offline node offers nothing; what it offered last is shown dimmed.
+const models = (n) => (n.models.length ? n.models.join(", ") : n.last_models.length ? h("span", { class: "dim" }, `last: ${n.last_models.join(", ")}`) : "–");
+
 export const vram = (hw) => ((hw && hw.gpus) || []).reduce((a, g) => a + (g.vram_mb || 0), 0);
 
 function load(n) {
@@ -32,7 +35,7 @@ function nodeTable(list, admin) {
     { label: "Tier", cell: (n) => n.tier },
     { label: "GPUs", cell: (n) => gpus(n.hardware) },
     { label: "VRAM", num: true, cell: (n) => gb(vram(n.hardware)) },
-    { label: "Models", cell: (n) => n.models.join(", ") || "–" },
+    { label: "Models", cell: models },
     { label: "Backend", cell: (n) => n.backend },
     { label: "Load", cell: load },
     { label: "Speed vs tier", cell: speed },
@@ -85,7 +88,7 @@ function mountNode(root, ctx, id) {
           ["Status", badge(n.status)],
           ["Tier", n.tier],
           ["Backend", n.backend],
-          ["Models", n.models.join(", ") || "–"],
+          ["Models", models(n)],
           ["Load", load(n)],
           ["Uptime", n.status === "online" ? `${duration(n.uptime_s)} (since ${time(n.connected_at)})` : "offline"],
           ["First seen", time(n.first_seen)],

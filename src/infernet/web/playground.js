@@ -100,7 +100,7 @@ export function mount(root, ctx) {
     if (node && usage) pairs.push(["Price", `${usdc(priceOf(usage, node.price))} USDC at ${usdc(node.price.input)} / ${usdc(node.price.output)} per million tokens in / out`, "chat-price"]);
     try {
       const receipt = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}/receipt`);
-      pairs.push(["Charged", `${usdc(receipt.receipt.price)} USDC (signed receipt)`, "chat-charged"]);
+      pairs.push(["Charged", `${usdc(receipt.settlement.price)} USDC (signed receipt)`, "chat-charged"]);
     } catch {
       pairs.push(["Charged", "no receipt", "chat-charged"]);
     }

@@ -1,20 +1,24 @@
 // Compute Payment Receipts, verified in the browser by the rules of
-// `infernet.protocol.receipts.verify`: the body's fields and arithmetic, then each signature
-// over SHA-256 of the body's canonical JSON (keys sorted by code point, no whitespace,
+// `infernet.protocol.receipts.verify`. A receipt file has two signed parts: the node's claim
+// (`receipt`, what it served) and the platform's settlement (what it metered and charged for
+// that claim, naming it by digest). Each part's fields and arithmetic are checked, then its
+// signature over SHA-256 of its canonical JSON (keys sorted by code point, no whitespace,
 // non-ASCII as is, integers only). The problems it reports are worded as Python's are.
 //
 // Numbers are parsed exactly (integers as BigInt), because JSON.parse would round an amount
 // above 2^53 and then a good receipt would fail, or worse, a changed one be read as another.
 //
-// A receipt file may grow signed parts (a platform-signed settlement, say): add an entry to
-// PARTS with where its body is, how its shape is checked, and who signs it; `verify` checks
-// every part the file has.
+// A further signed part is one more entry in PARTS: where its body is, how it is checked,
+// which keys must match, who signs it; `verify` walks them in order.
 
-import { sha256, verifySchnorr } from "./schnorr.js";
+import { sha256, toHex, verifySchnorr } from "./schnorr.js";
 
 export const RECEIPT_TYPE = "infernet.receipt.v1";
 export const TERMS = ["type", "job_id", "node_pubkey", "platform_pubkey", "client", "model", "input_rate", "output_rate", "fee_bps", "chain", "unit"];
 export const FIELDS = [...TERMS, "input_tokens", "output_tokens", "completed_at", "price", "fee", "value"];
+export const SETTLEMENT_TYPE = "infernet.settlement.v1";
+export const SETTLEMENT_FIELDS = ["type", "job_id", "claim", "input_tokens", "output_tokens", "delivered_tokens", "metered", "price", "fee", "value", "settled_at"];
+export const METERED = ["claimed", "counted", "bounded"];
 const PER_TOKENS = 1000000n;
 const BPS = 10000n;
 
@@ -123,10 +127,15 @@ export async function digest(body) {
   return sha256(new TextEncoder().encode(canonical(body)));
 }
 
-// -- the receipt body: shape and arithmetic -----------------------------------------------
+// -- shape and arithmetic ----------------------------------------------------------------
 
-const pyList = (xs) => "[" + xs.map((x) => `'${x}'`).join(", ") + "]";
-const pyRepr = (v) => (typeof v === "string" ? `'${v}'` : typeof v === "bigint" || v instanceof JsonFloat ? String(v) : v === null ? "None" : v === true ? "True" : v === false ? "False" : JSON.stringify(v));
+// How Python writes a value: repr (`!r`) and str (an f-string's `{x}`).
+const pyRepr = (v) => (typeof v === "string" ? `'${v}'` : pyStr(v));
+const pyStr = (v) => (typeof v === "string" || typeof v === "bigint" || v instanceof JsonFloat ? String(v) : v === null || v === undefined ? "None" : v === true ? "True" : v === false ? "False" : JSON.stringify(v));
+const pyList = (xs) => "[" + xs.map(pyRepr).join(", ") + "]";
+const pyTuple = (xs) => "(" + xs.map(pyRepr).join(", ") + ")";
+// A number as Python compares it (a bool is 0 or 1 there); NaN for what it could not compare.
+const num = (v) => (typeof v === "bigint" ? v : typeof v === "boolean" ? BigInt(v) : v instanceof JsonFloat ? Number(v.text) : NaN);
 
 function price(inputTokens, outputTokens, inputRate, outputRate) {
   for (const n of [inputTokens, outputTokens, inputRate, outputRate]) {
@@ -142,14 +151,19 @@ function split(gross, feeBps) {
   return [gross - fee, fee];
 }
 
-// Problems with a receipt body's shape and arithmetic (signatures aside), as check_body.
+function fieldsDiffer(body, fields) {
+  const keys = Object.keys(body);
+  const missing = fields.filter((f) => !keys.includes(f)).sort(byCodePoint);
+  const extra = keys.filter((k) => !fields.includes(k)).sort(byCodePoint);
+  return missing.length || extra.length ? `wrong fields (missing ${pyList(missing)}, unexpected ${pyList(extra)})` : null;
+}
+
+// Problems with the node's claim: shape and arithmetic (signatures aside), as check_body.
 export function checkBody(body) {
   if (!isObject(body)) return ["the receipt is not a JSON object"];
+  const wrong = fieldsDiffer(body, FIELDS);
+  if (wrong) return [wrong];
   const problems = [];
-  const keys = Object.keys(body);
-  const missing = FIELDS.filter((f) => !keys.includes(f)).sort(byCodePoint);
-  const extra = keys.filter((k) => !FIELDS.includes(k)).sort(byCodePoint);
-  if (missing.length || extra.length) return [`wrong fields (missing ${pyList(missing)}, unexpected ${pyList(extra)})`];
   if (body.type !== RECEIPT_TYPE) problems.push(`type is ${pyRepr(body.type)}, expected '${RECEIPT_TYPE}'`);
   let gross, value, fee;
   try {
@@ -160,68 +174,100 @@ export function checkBody(body) {
   }
   const redo = { price: gross, fee, value };
   for (const k of ["price", "fee", "value"]) {
-    if (body[k] !== redo[k]) problems.push(`${k} is ${pyRepr(body[k])} but the tokens and rates give ${redo[k]}`);
+    if (body[k] !== redo[k]) problems.push(`${k} is ${pyStr(body[k])} but the tokens and rates give ${redo[k]}`);
+  }
+  return problems;
+}
+
+// Problems with the platform's settlement of this claim (signatures aside), as
+// check_settlement: it names the claim, bills no more than claimed, and adds up.
+export async function checkSettlement(claim, body) {
+  if (!isObject(body)) return ["the settlement is not a JSON object"];
+  const wrong = fieldsDiffer(body, SETTLEMENT_FIELDS);
+  if (wrong) return [`the settlement has ${wrong}`];
+  const problems = [];
+  if (body.type !== SETTLEMENT_TYPE) problems.push(`settlement type is ${pyRepr(body.type)}, expected '${SETTLEMENT_TYPE}'`);
+  if (body.job_id !== claim.job_id) problems.push("the settlement is for another job than the claim");
+  let gross, value, fee;
+  try {
+    if (body.claim !== toHex(await digest(claim))) problems.push("the settlement names another claim");
+    gross = price(body.input_tokens, body.output_tokens, claim.input_rate, claim.output_rate);
+    [value, fee] = split(gross, claim.fee_bps);
+  } catch (exc) {
+    return [...problems, `bad numbers in the settlement: ${exc.message}`];
+  }
+  if (!METERED.includes(body.metered)) problems.push(`metered is ${pyRepr(body.metered)}, expected one of ${pyTuple(METERED)}`);
+  if (body.input_tokens > num(claim.input_tokens) || body.output_tokens > num(claim.output_tokens)) problems.push("the settlement bills more tokens than the node claimed");
+  const delivered = num(body.delivered_tokens);
+  if (!(delivered >= 0n && delivered <= body.output_tokens)) problems.push("delivered tokens are not within 0 and the billed output");
+  const redo = { price: gross, fee, value };
+  for (const k of ["price", "fee", "value"]) {
+    if (body[k] !== redo[k]) problems.push(`settlement ${k} is ${pyStr(body[k])} but the billed tokens and rates give ${redo[k]}`);
   }
   return problems;
 }
 
 // -- signed parts -------------------------------------------------------------------------
 
+// Python's str(x or "") for what a JSON value can be: only a string, or a non-zero integer
+// (its decimal digits), can ever read as hex there.
+const str = (v) => (typeof v === "string" ? v : typeof v === "bigint" && v !== 0n ? v.toString() : "");
+
+// In order. `check(doc)` gives the part's problems; `stop(problems)`: the rest cannot be
+// read, as Python returns early; a part whose body is not an object has nothing to sign.
 export const PARTS = [
   {
-    name: "receipt",
-    label: "Receipt",
+    label: "Claim",
     body: (doc) => doc.receipt,
-    check: checkBody,
+    check: async (doc) => checkBody(doc.receipt),
+    stop: (problems) => problems.length > 0 && problems[0].startsWith("wrong fields"),
     expect: [
       { option: "nodePubkey", field: "node_pubkey", label: "Node is the one that ran the job", problem: "the receipt names another node than the one expected" },
       { option: "platformPubkey", field: "platform_pubkey", label: "Platform key is this control plane's", problem: "the receipt names another platform key than the one trusted" },
     ],
-    signers: [
-      { label: "Node signature", pubkey: (body) => body.node_pubkey, signature: (doc) => doc.node_signature, problem: "the node signature does not match" },
-      { label: "Platform countersignature", pubkey: (body) => body.platform_pubkey, signature: (doc) => doc.platform_signature, problem: "the platform countersignature does not match" },
-    ],
+    signer: { label: "Node signature on the claim", pubkey: (doc) => doc.receipt.node_pubkey, signature: (doc) => doc.node_signature, problem: "the node signature does not match" },
+  },
+  {
+    label: "Settlement",
+    body: (doc) => doc.settlement,
+    check: (doc) => checkSettlement(doc.receipt, doc.settlement),
+    stop: () => false,
+    expect: [],
+    signer: { label: "Platform signature on the settlement", pubkey: (doc) => doc.receipt.platform_pubkey, signature: (doc) => doc.platform_signature, problem: "the platform signature on the settlement does not match" },
   },
 ];
-
-// Python's str(x or "") for what a JSON value can be: only a string, or a non-zero integer
-// (its decimal digits), can ever read as hex there.
-const str = (v) => (typeof v === "string" ? v : typeof v === "bigint" && v !== 0n ? v.toString() : "");
 
 // Every reason a receipt file is not good (empty when it is), and the checks as a list for
 // people: [{label, ok, detail}]. `options`: the keys you trust (platformPubkey, nodePubkey).
 export async function verify(doc, options = {}) {
   if (!isObject(doc) || !isObject(doc.receipt)) {
-    const problem = 'not a receipt file: expected {"receipt": {...}, "node_signature", "platform_signature"}';
+    const problem = 'not a receipt file: expected {"receipt": {...}, "node_signature", "settlement": {...}, "platform_signature"}';
     return { problems: [problem], checks: [{ label: "Receipt file", ok: false, detail: problem }] };
   }
   const problems = [], checks = [];
-  for (const part of PARTS) {
-    const body = part.body(doc);
-    if (body === undefined && part.optional) continue;
-    const found = part.check(body);
+  const note = (label, found) => {
     problems.push(...found);
-    checks.push({ label: `${part.label}: fields and arithmetic`, ok: !found.length, detail: found.join("; ") });
-    if (found.length && found[0].startsWith("wrong fields")) return { problems, checks };
+    checks.push({ label, ok: !found.length, detail: found.join("; ") });
+  };
+  for (const part of PARTS) {
+    const found = await part.check(doc);
+    note(`${part.label}: fields and arithmetic`, found);
+    if (part.stop(found)) break;
+    const body = part.body(doc);
+    if (!isObject(body)) continue;
     let d;
     try {
       d = await digest(body);
     } catch (exc) {
-      problems.push(exc.message);
-      checks.push({ label: `${part.label}: canonical form`, ok: false, detail: exc.message });
-      return { problems, checks };
+      note(`${part.label}: canonical form`, [exc.message]);
+      break;
     }
-    for (const e of part.expect || []) {
+    for (const e of part.expect) {
       if (options[e.option] === undefined || options[e.option] === null) continue;
-      const ok = body[e.field] === options[e.option];
-      if (!ok) problems.push(e.problem);
-      checks.push({ label: e.label, ok, detail: ok ? "" : e.problem });
+      note(e.label, body[e.field] === options[e.option] ? [] : [e.problem]);
     }
-    for (const s of part.signers) {
-      const ok = await verifySchnorr(str(s.pubkey(body)), d, str(s.signature(doc)));
-      if (!ok) problems.push(s.problem);
-      checks.push({ label: s.label, ok, detail: ok ? "" : s.problem });
-    }
+    const s = part.signer;
+    note(s.label, (await verifySchnorr(str(s.pubkey(doc)), d, str(s.signature(doc)))) ? [] : [s.problem]);
   }
   return { problems, checks };
 }

@@ -64,6 +64,11 @@ async def ended(live: LiveJob) -> LiveJob:
     return live
 
 
+async def read(live: LiveJob) -> list:
+    """What a client streaming the job gets."""
+    return [e async for e in live.follow()]
+
+
 def texts(live: LiveJob) -> list[str]:
     return [d["text"] for _, t, d in live.events if t == "token"]
 
@@ -91,21 +96,37 @@ async def test_a_node_lost_before_the_first_token_is_retried_elsewhere_invisibly
     assert (await rig.row(live))["attempts"] == 2
 
 
-async def test_a_node_lost_after_the_first_token_fails_cleanly(rig):
+async def test_a_node_lost_after_a_client_took_output_fails_cleanly(rig):
     async def die(node: FakeNode, job: Job) -> None:
         node.accept(job)
         node.tokens(job, "partial")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         node.vanish()
 
     rig.fleet.add("n1", script=die)
     rig.fleet.add("n2")  # another node could have served it, but the client has output already
-    live = await ended(await rig.submit(route=RouteRequest("m", preferred_node="n1")))
+    live = await rig.submit(route=RouteRequest("m", preferred_node="n1"))
+    seen = asyncio.create_task(read(live))  # a client streaming the answer
+    await ended(live)
     assert live.status == "failed" and live.error["code"] == "node_lost"
-    assert live.events[-1][1] == "error" and texts(live) == ["partial"]
+    assert [t for _, t, _ in await seen] == ["token", "error"]
     row = await rig.row(live)
     assert row["status"] == "failed" and row["prompt_tokens"] is None  # nothing metered
     assert not rig.fleet.nodes["n2"].jobs
+
+
+async def test_output_no_client_took_yet_is_thrown_away_and_the_job_retried(rig):
+    async def die(node: FakeNode, job: Job) -> None:
+        node.accept(job)
+        node.tokens(job, "the lost attempt")
+        await asyncio.sleep(0.01)
+        node.vanish()
+
+    rig.fleet.add("n1", script=die)
+    rig.fleet.add("n2")
+    live = await ended(await rig.submit(route=RouteRequest("m", preferred_node="n1")))
+    assert live.status == "completed" and live.node_id == "n2" and live.output == "hello there"
+    assert [d for _, t, d in live.events if t == "token"] == [{"text": "hello"}, {"text": " there"}]
 
 
 async def test_a_retryable_failure_excludes_the_node_and_a_full_one_does_not(rig):

@@ -68,10 +68,14 @@ async def test_too_little_balance_is_402_and_holds_nothing(tmp_path):
                 assert set(err) == {"message", "type", "param", "code"} and err["code"] == "insufficient_balance"
                 assert "1.000000 USDC" in err["message"]
                 assert (await c.get("/api/v1/jobs")).json()["data"] == []
+        async with net.client() as admin:  # output at 400 USDC per million tokens
+            await set_table(admin, {**TEST_TABLE, "tiers": {"cpu": {"input": 1_234_567, "output": 400_000_000}}})
         async with net.client(rich["key"]) as c:
-            # 1.00 USDC is enough for a short job, not for the worst case of a huge max_tokens.
-            r = await _chat(c, max_tokens=300_000)
+            # 1.00 USDC is enough for a short job, not for the worst case of a long one.
+            r = await _chat(c, max_tokens=4000)
             assert r.status_code == 402 and "lower max_tokens" in r.json()["error"]["message"]
+            r = await _chat(c, max_tokens=300_000)  # more than the model could ever produce
+            assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens", r.text
             assert (await balance(net, rich["key"]))["available"] == 1_000_000
             assert (await _chat(c, max_tokens=5)).status_code == 200
         await books_balance(net)

@@ -27,18 +27,22 @@ PLATFORM = keys.Identity.generate()
 NODES = [keys.Identity.generate() for _ in range(4)]
 
 
-def _receipt(job_id: str, key_id: str, node: keys.Identity, inp: int, out: int, rng: random.Random) -> SignedReceipt:
+def _receipt(job_id: str, key_id: str, node: keys.Identity, inp: int, out: int, rng: random.Random, metering: random.Random) -> SignedReceipt:
     terms = receipts.terms(
         job_id=job_id, node_pubkey=node.pubkey, platform_pubkey=PLATFORM.pubkey, client=key_id, model="m",
         input_rate=rng.choice([10_000, 1_234_567, 7_777_777]), output_rate=rng.choice([40_000, 4_938_271, 31_111_111]), fee_bps=rng.choice([0, 1500, 3333]), chain="base",
     )
-    body = receipts.complete(terms, inp, out, 1_700_000_000 + rng.randrange(10**6))
-    d = receipts.digest(body)
-    return SignedReceipt(body, node.sign(d), PLATFORM.sign(d))
+    claim = receipts.complete(terms, inp, out, 1_700_000_000 + rng.randrange(10**6))
+    # Sometimes the platform meters less than the node claims (an overclaim, or a cancel).
+    m = metering
+    billed_in, billed_out = (inp, out) if m.random() < 0.7 else (m.randrange(0, inp + 1), m.randrange(0, out + 1))
+    settled = receipts.settlement(claim, input_tokens=billed_in, output_tokens=billed_out, delivered_tokens=m.randrange(0, billed_out + 1), metered="claimed", settled_at=claim["completed_at"])
+    return SignedReceipt(claim, node.sign(receipts.digest(claim)), settled, PLATFORM.sign(receipts.digest(settled)))
 
 
 async def run_random_books(store: Store, jobs: int, seed: int) -> None:
     rng = random.Random(seed)
+    metering = random.Random(seed + 1)
     ledger = Ledger(store.engine)
     clients = []
     for i in range(6):
@@ -78,8 +82,8 @@ async def run_random_books(store: Store, jobs: int, seed: int) -> None:
             fate = rng.random()
             if fate < 0.55:  # completed, or a cancelled stream metered for what it delivered
                 node = rng.choice(NODES)
-                r = _receipt(jid, kcid, node, rng.randrange(0, 3000), rng.randrange(0, 3000), rng)
-                if r.body["price"] > kamount:
+                r = _receipt(jid, kcid, node, rng.randrange(0, 3000), rng.randrange(0, 3000), rng, metering)
+                if r.settlement["price"] > kamount:
                     with pytest.raises(L.LedgerError):
                         await ledger.settle(jid, r)
                     assert await ledger.release(jid)
@@ -88,7 +92,7 @@ async def run_random_books(store: Store, jobs: int, seed: int) -> None:
                 else:
                     assert await ledger.settle(jid, r)
                     assert not await ledger.settle(jid, r) and not await ledger.release(jid)  # ends once
-                    b = r.body
+                    b = r.settlement
                     want[L.client_account(kcid)] += kamount - b["price"]
                     want[L.node_account(node.pubkey)] += b["value"]
                     want[L.FEES] += b["fee"]
@@ -116,7 +120,7 @@ async def run_random_books(store: Store, jobs: int, seed: int) -> None:
         assert await ledger.release(jid)
         want[L.client_account(kcid)] += kamount
         want[L.ESCROW] -= kamount
-    assert outcomes["settled"] > jobs // 10 and outcomes["released"] > jobs // 10 and outcomes["payouts"] >= 3, outcomes
+    assert outcomes["settled"] > jobs // 10 and outcomes["released"] > jobs // 10 and outcomes["payouts"] >= jobs // 400, outcomes
     assert await ledger.check() == []
     async with store.engine.connect() as conn:
         stored = dict((await conn.execute(sa.select(balances.c.account, balances.c.balance))).all())

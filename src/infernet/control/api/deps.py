@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infernet.control.errors import BadSignature, Forbidden, Unauthorized
-from infernet.control.nodes import check_signed
+from infernet.control.nodes.auth import check_signed
 from infernet.control.store import KeyRecord
 from infernet.protocol import auth
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from infernet.control import schemas
+from infernet.control import bounds, schemas
 from infernet.control.api import params
 from infernet.control.api.deps import json, keyed, plane
 from infernet.control.api.openai import SSE_HEADERS, start_job
@@ -144,10 +144,9 @@ async def stream_job(request: Request, key: KeyRecord) -> Response:
     cp = plane(request)
     row = await own_job(request, request.path_params["job_id"], key)
     last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    try:
-        after = max(0, int(last))
-    except ValueError:
-        raise InvalidRequest("Last-Event-ID must be an event number.", param="Last-Event-ID") from None
+    if not (last.isascii() and last.isdigit() and len(last) <= 10 and int(last) <= bounds.MAX_EVENT_ID):
+        raise InvalidRequest(f"Last-Event-ID must be an event number from 0 to {bounds.MAX_EVENT_ID}.", param="Last-Event-ID")
+    after = int(last)
 
     async def stored() -> AsyncIterator[tuple[int, str, dict]]:
         for event in await cp.store.jobs.events_after(row["id"], after):

@@ -9,19 +9,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from infernet.control import schemas
+from infernet.control import bounds, schemas
 from infernet.control.api.deps import admin, json, plane
 from infernet.control.errors import InvalidRequest, NotFound
+from infernet.control.money.ledger import BalanceCap
 from infernet.control.store import KeyLimits, KeyRecord
 from infernet.protocol import receipts
 
-Amount = str | Annotated[int, msgspec.Meta(ge=0)]
+Amount = Annotated[str, msgspec.Meta(max_length=40)] | Annotated[int, msgspec.Meta(ge=0, le=bounds.MAX_MICRO // receipts.MICRO)]
+RateLimit = Annotated[int, msgspec.Meta(ge=1, le=bounds.MAX_RATE_LIMIT)]  # requests per minute
 
 
 class KeyCreate(msgspec.Struct, kw_only=True):
-    name: str = ""
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
     role: str = "client"
-    rate_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None  # requests per minute
+    rate_limit: RateLimit | None = None
     spend_limit: Amount | None = None  # USDC per rolling 24 h
 
     def __post_init__(self) -> None:
@@ -30,7 +32,7 @@ class KeyCreate(msgspec.Struct, kw_only=True):
 
 
 class KeyLimitsUpdate(msgspec.Struct, kw_only=True):
-    rate_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    rate_limit: RateLimit | None = None
     spend_limit: Amount | None = None
 
 
@@ -39,15 +41,19 @@ class Credit(msgspec.Struct, kw_only=True):
 
 
 def micro(amount: str | int | None, param: str) -> int | None:
-    """A USDC amount from a client as integer micro-USDC."""
+    """A USDC amount from a client as integer micro-USDC, within what the books can hold."""
     if amount is None:
         return None
     if isinstance(amount, int):
-        return amount * receipts.MICRO
-    try:
-        return receipts.parse_usdc(amount)
-    except ValueError as exc:
-        raise InvalidRequest(f"`{param}`: {exc}", param=param) from None
+        value = amount * receipts.MICRO
+    else:
+        try:
+            value = receipts.parse_usdc(amount)
+        except ValueError as exc:
+            raise InvalidRequest(f"`{param}`: {exc}", param=param) from None
+    if not 0 <= value <= bounds.MAX_MICRO:
+        raise InvalidRequest(f"`{param}` must be between 0 and {receipts.usdc(bounds.MAX_MICRO)} USDC.", param=param)
+    return value
 
 
 def limits_view(limits: KeyLimits) -> dict[str, Any]:
@@ -73,8 +79,8 @@ async def create_key(request: Request, key: KeyRecord) -> Response:
     store = plane(request).store
     raw = await request.body()
     data = schemas.parse(raw, KeyCreate) if raw.strip() else KeyCreate()
+    limits = KeyLimits(data.rate_limit, micro(data.spend_limit, "spend_limit"))  # refused before anything is created
     rec, plaintext = await store.keys.create(data.name, data.role)
-    limits = KeyLimits(data.rate_limit, micro(data.spend_limit, "spend_limit"))
     if limits != KeyLimits():
         await store.keys.set_limits(rec.id, limits)
     return json({"id": rec.id, "name": rec.name, "role": rec.role, "key": plaintext, "created_at": rec.created_at, **limits_view(limits)}, 201)
@@ -113,7 +119,10 @@ async def credit_key(request: Request, key: KeyRecord) -> Response:
     amount = micro(data.amount, "amount")
     if amount is None or amount <= 0:
         raise InvalidRequest("`amount` must be a positive USDC amount, e.g. \"10.00\".", param="amount")
-    balance = await cp.billing.ledger.credit(key_id, amount)
+    try:
+        balance = await cp.billing.ledger.credit(key_id, amount)
+    except BalanceCap as exc:
+        raise InvalidRequest(str(exc), param="amount") from None
     return json({"id": key_id, "credited": receipts.usdc(amount), "balance": receipts.usdc(balance), "balance_micro": balance})
 
 

@@ -22,8 +22,7 @@ from infernet.control.api.money import RATE_UNIT
 from infernet.control.errors import InvalidRequest, NotFound
 from infernet.control.money import pricing
 from infernet.control.money.pricing import PriceTable
-from infernet.control.nodes import CONNECT_PATH
-from infernet.control.nodes.sessions import NodeConn
+from infernet.control.nodes.sessions import CONNECT_PATH, NodeConn
 from infernet.control.stats import vendor_of
 from infernet.control.store import KeyRecord
 from infernet.hardware.tiers import EXPECTED_TPS
@@ -55,9 +54,14 @@ def node_view(cp: ControlPlane, row: dict[str, Any], conn: NodeConn | None, tabl
     hardware = row["hardware"] or {}
     return {
         "id": row["id"], "name": row["name"], "backend": row["backend"], "tier": row["tier"],
-        "models": [m["name"] for m in row["models"]], "capacity": row["capacity"],
+        # What the node offers now: an offline node offers nothing; `last_models` keeps
+        # what it advertised last, for the operator.
+        "models": sorted(conn.models) if conn else [], "last_models": [m["name"] for m in row["models"]],
+        "capacity": conn.capacity if conn else row["capacity"],
         "active": len(conn.active) if conn else 0, "status": "online" if conn else "offline",
-        "hardware": hardware, "vendor": vendor_of(hardware), "last_seen": row["last_seen"], "first_seen": row["first_seen"],
+        "tokens_per_s": conn.tokens_per_s if conn else 0.0,  # as the node reports it; `measured` is ours
+        "hardware": hardware, "vendor": vendor_of(hardware),
+        "last_seen": conn.seen_at() if conn else row["last_seen"], "first_seen": row["first_seen"],
         "connected_at": conn.connected_at if conn else None, "uptime_s": round(now - conn.connected_at, 1) if conn else None,
         "price": {"input": rates.input, "output": rates.output, "unit": RATE_UNIT},
         "reputation": round(rec.score(time.monotonic()), 4),

@@ -21,6 +21,7 @@ from infernet.control.api.openai_format import (
 from infernet.control.dispatch.jobs import JobStatus
 from infernet.control.dispatch.live import LiveJob
 from infernet.control.errors import ClientClosed, InvalidRequest, JobFailed
+from infernet.control.money import metering
 from infernet.control.store import KeyRecord
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -29,14 +30,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def list_models(request: Request, key: KeyRecord) -> Response:
     placement = plane(request).placement
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(placement.serving(name))}
+        {"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(placement.serving(name)), "context_length": placement.context_of(name)}
         for name, kind in sorted(placement.models().items())
     ]
     return json({"object": "list", "data": data})
 
 
 async def start_job(request: Request, key: KeyRecord, kind: str, req: Any, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
-    """Check the model against the fleet and submit: (live job, None), or (live or None,
+    """Check the request against the fleet and submit: (live job, None), or (live or None,
     existing row) for a reused idempotency key."""
     cp = plane(request)
     model = req.model
@@ -45,7 +46,24 @@ async def start_job(request: Request, key: KeyRecord, kind: str, req: Any, body:
     if (kind == "embedding") != (served_kind == "embedding"):
         what = "n embedding" if served_kind == "embedding" else " chat"
         raise InvalidRequest(f"`{model}` is a{what} model; use the matching endpoint.", param="model", code="model_not_supported")
+    await check_context(cp, kind, req, body)
     return await cp.driver.submit(key.id, kind, model, body, idem, route)
+
+
+async def check_context(cp: Any, kind: str, req: Any, body: dict[str, Any]) -> None:
+    """Refuse, before anything is held or run, an output cap or a prompt that cannot fit the
+    model's context (the longest any online node serving it advertises)."""
+    context = cp.placement.context_of(req.model)
+    if context is None or kind == "embedding":
+        return
+    cap = body.get("max_tokens")
+    if cap is not None and cap > context:
+        param = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) is not None else "max_tokens"
+        raise InvalidRequest(f"`{param}` is {cap}, more than the {context}-token context of `{req.model}`.", param=param)
+    floor = metering.prompt_floor(kind, body, await cp.billing.tokenizers.ready(req.model))
+    if floor >= context:
+        param = "messages" if kind == "chat" else "prompt"
+        raise InvalidRequest(f"The prompt is at least {floor} tokens; `{req.model}` has a {context}-token context.", param=param, code="context_length_exceeded")
 
 
 def failure(job: LiveJob) -> JobFailed:
@@ -82,8 +100,9 @@ async def generate(request: Request, key: KeyRecord, kind: str) -> Response:
     req = schemas.parse(await request.body(), schemas.ChatRequest if kind == "chat" else schemas.CompletionRequest)
     job, _ = await start_job(request, key, kind, req, schemas.client_body(req))
     assert job is not None
-    # Wait until a node has the job so queueing and routing failures get a real status.
-    await wait_unless_disconnected(request, job, job.placed)
+    # A stream starts with its first token: until then a failed attempt is retried out of
+    # sight, and a job that fails before any output gets a real status (429, 404, 502...).
+    await wait_unless_disconnected(request, job, job.started if req.stream else job.placed)
     if job.finished.is_set() and job.status is not JobStatus.COMPLETED and not job.delivered:
         raise failure(job)
     if req.stream:
@@ -98,9 +117,6 @@ async def generate(request: Request, key: KeyRecord, kind: str) -> Response:
 async def stream(job: LiveJob, include_usage: bool) -> AsyncIterator[bytes]:
     writer = ChunkWriter(job, include_usage)
     try:
-        first = writer.first()
-        if first:
-            yield first
         async for _, typ, data in job.follow():
             if typ == "token":
                 yield writer.text(data["text"])

@@ -69,6 +69,7 @@ class ChunkWriter:
         }
         if include_usage:
             self._base["usage"] = None
+        self._role = True
 
     def _chunk(self, text: str | None, finish: str | None, role: bool = False) -> bytes:
         if self.chat:
@@ -82,14 +83,15 @@ class ChunkWriter:
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
         return sse({**self._base, "choices": [choice]})
 
-    def first(self) -> bytes:
-        return self._chunk("", None, role=True) if self.chat else b""
-
     def text(self, text: str) -> bytes:
-        return self._chunk(text, None)
+        # The role rides on the first chunk, which carries text: nothing reaches the client
+        # before the answer does (so a failed first attempt can still be retried unseen).
+        first, self._role = self._role, False
+        return self._chunk(text, None, role=first and self.chat)
 
     def done(self, finish_reason: str | None, usage: dict[str, int] | None) -> bytes:
-        out = self._chunk(None if self.chat else "", finish_reason or "stop")
+        first, self._role = self._role, False
+        out = self._chunk(None if self.chat else "", finish_reason or "stop", role=first and self.chat)
         if self.include_usage:
             out += sse({**self._base, "choices": [], "usage": usage})
         return out + SSE_DONE

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from infernet.control.api.deps import plane
 from infernet.control.errors import BadSignature, PayloadTooLarge
-from infernet.control.nodes import check_signed
+from infernet.control.nodes.auth import check_signed
 from infernet.protocol import auth
 
 MAX_UPLOAD = 32 * 1024 * 1024
@@ -92,7 +92,7 @@ async def whoami(request: Request) -> Response:
             "models": [m["name"] for m in row["models"]] if row else [],
             "hardware": row["hardware"] if row else None,
             "heartbeats": getattr(conn, "heartbeats", 0) if conn else 0,
-            "last_seen": row["last_seen"] if row else None,
+            "last_seen": conn.seen_at() if conn else row["last_seen"] if row else None,
         }
     )
 

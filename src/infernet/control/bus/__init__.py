@@ -1,6 +1,7 @@
 """The bus between node sessions and job drivers (see `base`)."""
 
 from infernet.control.bus.base import (
+    HEARTBEAT_LOST,
     Bus,
     Cancel,
     Dispatch,
@@ -20,6 +21,7 @@ from infernet.control.bus.base import (
 from infernet.control.bus.local import LocalBus
 
 __all__ = [
+    "HEARTBEAT_LOST",
     "Bus", "Cancel", "Dispatch", "FleetDelta", "JobFrame", "LocalBus", "NodeGone", "NodeInfo", "NodeLoad",
     "NodeLost", "NodeSeen", "NodeSide", "Release", "Reserve", "ToJob", "ToNode",
 ]

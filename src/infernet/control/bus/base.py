@@ -96,6 +96,9 @@ class NodeLoad(msgspec.Struct, frozen=True):
     active: int
 
 
+HEARTBEAT_LOST = "node stopped heartbeating"
+
+
 class NodeGone(msgspec.Struct, frozen=True):
     node_id: str
     reason: str

@@ -17,6 +17,7 @@ import secrets
 import time
 from typing import Any
 
+from infernet import logs
 from infernet.control.bus import Bus, Cancel, Dispatch, JobFrame, NodeLost, ToJob
 from infernet.control.dispatch import jobs as J
 from infernet.control.dispatch.live import LiveJob
@@ -108,12 +109,14 @@ class Driver:
         state = J.JobState(id=row["id"], key_id=row["key_id"], kind=row["kind"], model=row["model"], purpose=purpose, max_attempts=self.settings.max_attempts)
         live = self.jobs[state.id] = LiveJob(state, row["body"])
         self.bus.follow(state.id, lambda msg: self._on_message(live, msg))
-        self._spawn(self._drive(live, route or RouteRequest(state.model), only))
+        with logs.bind(job=state.id):  # the job's task and every line it logs carry its id
+            self._spawn(self._drive(live, route or RouteRequest(state.model), only))
         return live
 
     def _on_message(self, live: LiveJob, msg: ToJob) -> None:
         if msg.node_id != live.listening:
             return  # an earlier attempt's node, or one that already sent its last frame
+        live.last_frame = time.monotonic()
         if type(msg) is JobFrame:
             if type(msg.frame) is M.Tokens:  # the hot path: straight into the event log
                 live.push_text(msg.frame.text)
@@ -127,11 +130,11 @@ class Driver:
     # -- driving --------------------------------------------------------------------------
 
     async def _drive(self, live: LiveJob, route: RouteRequest, only: str | None) -> None:
-        deadline = time.monotonic() + self.settings.queue_timeout_s
+        live.deadline = time.monotonic() + self.settings.queue_timeout_s
         try:
             while not live.state.status.terminal:
                 if live.state.status is J.JobStatus.QUEUED:
-                    await self._place(live, route, only, deadline)
+                    await self._place(live, route, only)
                 else:
                     await self._attend(live)
         except Exception as exc:  # never leave a job hanging on a bug
@@ -147,7 +150,7 @@ class Driver:
         for effect in J.effects(old, new):
             await self._perform(effect, live, old, new, event)
 
-    async def _place(self, live: LiveJob, route: RouteRequest, only: str | None, deadline: float) -> None:
+    async def _place(self, live: LiveJob, route: RouteRequest, only: str | None) -> None:
         """Find a node for a queued job, reserve its slot and claim the job: at once if a
         node is free, else after waiting in the fair queue."""
         s = live.state
@@ -166,7 +169,7 @@ class Driver:
             except QueueFull:
                 return await self._step(live, J.Unplaceable(J.BUSY, "too many jobs are waiting", self.placement.retry_after(live.model)))
             try:
-                node = await self._wait_for_slot(live, waiter, deadline)
+                node = await self._wait_for_slot(live, waiter)
             finally:
                 self.placement.dequeue(waiter)
             if node is None:
@@ -185,14 +188,14 @@ class Driver:
                 await self._step(live, J.ClaimRefused())
             return
         assert info is not None
-        terms = await self.billing.terms(s, info) if self.billing is not None and live.purpose == "client" else None
+        terms = await self.billing.terms(s, self.placement.offer(node)) if self.billing is not None and live.purpose == "client" else None
         await self._step(live, J.Placed(node, terms))
 
-    async def _wait_for_slot(self, live: LiveJob, waiter: Waiter, deadline: float) -> str | None:
+    async def _wait_for_slot(self, live: LiveJob, waiter: Waiter) -> str | None:
         """The node held for this waiter; None when the job ended meanwhile (cancelled, timed
         out, or its last possible node went away)."""
         while True:
-            left = deadline - time.monotonic()
+            left = live.deadline - time.monotonic()
             if left <= 0 and not waiter.fut.done():
                 await self._step(live, J.TimedOut(self.placement.retry_after(live.model)))
                 return None
@@ -217,13 +220,28 @@ class Driver:
                 return waiter.fut.result()
 
     async def _attend(self, live: LiveJob) -> None:
-        """The next event of a job on a node; a cancelled job waits only its grace period."""
-        timeout = max(0.0, live.cancel_deadline - time.monotonic()) if live.state.cancelling else None
-        try:
-            event = await asyncio.wait_for(live.inbox.get(), timeout)
-        except TimeoutError:
-            event = J.TimedOut()
-        await self._step(live, event)
+        """The next event of a job on a node. A cancelled job waits only its grace period; a
+        node that sends nothing for the job for `stall_timeout_s` has lost it."""
+        while True:
+            now = time.monotonic()
+            if live.state.cancelling:
+                timeout = max(0.0, live.cancel_deadline - now)
+            else:
+                timeout = max(0.0, max(live.last_frame, live.sent_at) + self.settings.stall_timeout_s - now)
+            try:
+                event = await asyncio.wait_for(live.inbox.get(), timeout)
+            except TimeoutError:
+                if live.state.cancelling:
+                    event = J.TimedOut()
+                elif time.monotonic() - max(live.last_frame, live.sent_at) < self.settings.stall_timeout_s:
+                    continue  # tokens kept coming meanwhile
+                else:
+                    node = live.state.node_id
+                    assert node is not None
+                    live.listening = None
+                    await self.bus.send(Cancel(node, live.id))  # free the engine, if it is still there
+                    event = J.Lost(node, f"the node sent nothing for this job in {self.settings.stall_timeout_s:g} s")
+            return await self._step(live, event)
 
     # -- effects --------------------------------------------------------------------------
 
@@ -243,51 +261,75 @@ class Driver:
             live.cancel_deadline = time.monotonic() + self.settings.cancel_grace_s
             await self.bus.send(Cancel(new.node_id, live.id))
         elif effect is J.Effect.END:
-            self._end(live, new)
+            await self._end(live, new)
         elif effect is J.Effect.RELEASE:
             assert old.node_id is not None
             await self._release(live, old.node_id, new, event)
         elif effect is J.Effect.REQUEUE:
+            # Nobody saw the failed attempt's output: forget it, and give the next one its own
+            # wait for a node.
+            live.discard_attempt()
+            live.deadline = time.monotonic() + self.settings.queue_timeout_s
             self.store.jobs.queue_transition(live.id, ("assigned", "running"), "queued", node_id=None)
 
     async def _release(self, live: LiveJob, node_id: str, new: J.JobState, event: J.Event) -> None:
         await self.placement.release(node_id, live.id)
         info = self.placement.infos.get(node_id)
-        tokens = new.usage.completion_tokens if new.usage else 0
-        self.health.judge(node_id, info.tier if info else None, J.outcome(event, new), Timing(live.sent_at, live.first_at, tokens))
+        metered = live.metered
+        tokens = metered.completion_tokens if metered is not None else 0  # never the node's own word
+        outcome = J.outcome(event, new)
+        if metered is not None and metered.overclaimed:
+            self.health.verdict(node_id, False)  # billing for more than it served is cheating
+            outcome = J.Outcome.NEUTRAL
+        self.health.judge(node_id, info.tier if info else None, outcome, Timing(live.sent_at, live.first_at, tokens))
         if new.status is J.JobStatus.COMPLETED:
             self.placement.observe_job(time.monotonic() - live.sent_at)
             if live.purpose == "client" and self.verifier.shadow_due(live.body):
                 self._spawn(self.verifier.check(live.model, live.kind, live.body, node_id, live.output))
 
-    def _end(self, live: LiveJob, state: J.JobState) -> None:
-        # Publish first: the client's last event never waits for the database. The job stays
-        # readable from memory (`jobs`) until its final row is committed, so whoever sees the
-        # final event can always read the final state.
-        live.publish()
+    async def _end(self, live: LiveJob, state: J.JobState) -> None:
         self.bus.unfollow(live.id)
-        if self.metrics is not None:
-            self.metrics.job_ended(live)
         if state.error is not None and state.error.code == "claimed_elsewhere":
+            live.publish()
             self.jobs.pop(live.id, None)  # another replica owns the row
             live.ended.set()
             return
-        task = asyncio.create_task(self._persist_end(live, state))
-        self._persisting.add(task)
-        task.add_done_callback(self._persisting.discard)
+        if self.billing is not None and live.purpose == "client" and state.status in (J.JobStatus.COMPLETED, J.JobStatus.CANCELLED):
+            # Money moves: the final row and the settlement commit before the client sees the
+            # end, so an answer that reached its client is charged and paid exactly once,
+            # even if this process dies a moment later.
+            await self._persist_end(live, state)
+            live.publish()
+        else:
+            # Nothing to charge: the client's last event never waits for the database. The job
+            # stays readable from memory (`jobs`) until its final row is committed.
+            live.publish()
+            task = asyncio.create_task(self._persist_end(live, state))
+            self._persisting.add(task)
+            task.add_done_callback(self._persisting.discard)
+        if self.metrics is not None:
+            self.metrics.job_ended(live)
 
     async def _persist_end(self, live: LiveJob, state: J.JobState) -> None:
-        usage = state.usage
+        billed = self.billing is not None and live.purpose == "client"
+        receipt = None
+        if billed:
+            assert self.billing is not None
+            delivered = live.output if state.status is J.JobStatus.COMPLETED else live.delivered_text
+            receipt, live.metered = self.billing.countersign(state, live.body, live.output, delivered)
+        usage = live.metered or state.usage
         finished = self.store.jobs.queue_finish(
-            live.id, OPEN, str(state.status), live.seal(),
+            live.id, OPEN, str(state.status), live.seal(), urgent=receipt is not None,
             prompt_tokens=usage.prompt_tokens if usage else None, completion_tokens=usage.completion_tokens if usage else None,
             finish_reason=state.finish_reason, output=live.output if live.kind != "embedding" else None, result=state.result,
             error=state.error.message if state.error and state.status is not J.JobStatus.COMPLETED else None,
         )
         try:
-            if self.billing is not None and live.purpose == "client":  # queued right behind the finish: one commit
-                await self.billing.settle(state)
+            if billed:  # queued right behind the finish: one commit
+                await self.billing.settle(live.id, receipt)  # type: ignore[union-attr]
             await finished
+        except Exception:
+            log.exception("job %s: its end could not be stored", live.id)
         finally:
             self.jobs.pop(live.id, None)
             live.ended.set()

@@ -2,7 +2,9 @@
 its inbox of events for the driver.
 
 The event log is the relay's hot path: a token batch is appended and wakes the followers
-(the SSE responses). No I/O and no lock there.
+(the SSE responses). No I/O and no lock there. A follower that takes a token event is about
+to write it to a client: from then on the job is *delivered*, and an attempt that fails can
+no longer be retried invisibly. Until then the log of a failed attempt is thrown away.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ class LiveJob:
         self.created = time.time()
         self.events: list[Event] = []
         self.text: list[str] = []
-        self.delivered = False  # a token reached the event log: no more silent retries
+        self.delivered = 0  # token events taken by followers (written to a client): no silent retry after one
         self.sealed = False  # the job is ending: no more text
         self.sent_at = 0.0  # monotonic: the job frame went to the node
         self.first_at = 0.0  # monotonic: the first token arrived
+        self.last_frame = 0.0  # monotonic: the node's last frame for this job (stall detection)
+        self.deadline = 0.0  # monotonic: when waiting for a node gives up (per attempt)
+        self.metered: Any = None  # what billing made of the node's claim (money.metering.Metered)
         self.cancel_deadline = 0.0  # monotonic: a cancelled node's grace runs out
         # The node whose frames count: set when the job goes to it, cleared by its last frame.
         # Text a node sends after its own Done, or from an earlier attempt, is not the answer.
@@ -41,6 +46,7 @@ class LiveJob:
         self.inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
         self.finished = asyncio.Event()
         self.placed = asyncio.Event()  # assigned to a node, or finished without one
+        self.started = asyncio.Event()  # the first token is in the log, or the job finished
         self.ended = asyncio.Event()  # finished, stored and settled: the store tells it all
         self._changed: asyncio.Future[None] | None = None
         self._last: tuple[str, dict[str, Any]] | None = None
@@ -57,7 +63,9 @@ class LiveJob:
 
     @property
     def usage(self) -> dict[str, int] | None:
-        u = self.state.usage
+        """What the client is charged for: the metered usage once billing has checked the
+        node's claim, else the node's own report."""
+        u = self.metered or self.state.usage
         return None if u is None else {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
     @property
@@ -86,11 +94,24 @@ class LiveJob:
 
     def push_text(self, text: str) -> None:
         if text and not self.sealed:
-            if not self.delivered:
-                self.delivered = True
+            if not self.text:
                 self.first_at = time.monotonic()
+                self.started.set()
             self.text.append(text)
             self._append("token", {"text": text})
+
+    def discard_attempt(self) -> None:
+        """Forget what a failed attempt produced; nobody has seen any of it."""
+        assert not self.delivered, "a delivered attempt cannot be thrown away"
+        self.events.clear()
+        self.text.clear()
+        self.first_at = 0.0
+        self.started.clear()
+
+    @property
+    def delivered_text(self) -> str:
+        """The text followers took (their clients have it, or are being sent it)."""
+        return "".join(self.text[: self.delivered]) if self.delivered < len(self.text) else self.output
 
     def seal(self) -> list[Event]:
         """Stop taking text and return the whole event log with the final event (from the
@@ -115,14 +136,18 @@ class LiveJob:
         self._append(*self._last)
         self.finished.set()
         self.placed.set()
+        self.started.set()
 
     async def follow(self, after: int = 0) -> AsyncIterator[Event]:
         """Every event after `after`, then new ones as they come, until the job ends."""
         i = after
         while True:
             while i < len(self.events):
-                yield self.events[i]
+                event = self.events[i]
                 i += 1
+                if event[1] == "token" and event[0] > self.delivered:
+                    self.delivered = event[0]  # token events come first, numbered 1..n
+                yield event
             if self.finished.is_set():
                 return
             if self._changed is None:

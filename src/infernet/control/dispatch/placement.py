@@ -17,11 +17,13 @@ import dataclasses
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 
 from infernet.control.bus import (
+    HEARTBEAT_LOST,
     Bus,
     FleetDelta,
     NodeGone,
@@ -44,14 +46,17 @@ from infernet.control.dispatch.router import (
 )
 from infernet.control.errors import ModelNotFound, NoNodes
 from infernet.control.health import Health
+from infernet.control.nodes.claims import paid_tier
 
-HEARTBEAT_LOST = "node stopped heartbeating"
+PriceOf = Callable[[str, "dict[str, int] | None"], int]
 
 
-def advertised_price(info: NodeInfo) -> int:
-    """The node's advertised price per million output tokens (micro-USDC); 0 when unset."""
-    price = info.price or {}
-    return int(price.get("output", max(price.values(), default=0)))
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """An online node serving a model, and the tier it is paid as now."""
+
+    info: NodeInfo
+    paid_tier: str
 
 
 @dataclass(eq=False)
@@ -63,9 +68,12 @@ class Waiter:
 
 
 class Placement:
-    def __init__(self, bus: Bus, health: Health, *, max_queued: int = 1000, max_queued_per_key: int = 100, rng: random.Random | None = None) -> None:
+    def __init__(self, bus: Bus, health: Health, *, price_of: PriceOf | None = None, max_queued: int = 1000, max_queued_per_key: int = 100, rng: random.Random | None = None) -> None:
         self.bus = bus
         self.health = health
+        # The output rate a node of a paid tier asking these rates is paid (billing knows the
+        # price table); `max_price` routing compares it, not the node's advertised ask.
+        self.price_of: PriceOf = price_of or (lambda tier, asked: 0)
         self.fleet = Fleet()
         self.infos: dict[str, NodeInfo] = {}
         self.queue: FairQueue[Waiter] = FairQueue(max_queued, max_queued_per_key)
@@ -88,9 +96,18 @@ class Placement:
     def serving(self, model: str) -> Bag:
         return self.fleet.serving(model)
 
-    def offers(self, model: str) -> list[NodeInfo]:
+    def offers(self, model: str) -> list[Offer]:
         """The online nodes serving `model`, from the fleet index (never a walk of the fleet)."""
-        return [self.infos[s.node_id] for s in self.fleet.serving(model) if s.node_id in self.infos]
+        return [self.offer(s.node_id) for s in self.fleet.serving(model) if s.node_id in self.infos]
+
+    def offer(self, node_id: str) -> Offer:
+        info = self.infos[node_id]
+        return Offer(info, paid_tier(info.tier, self.health.verified(node_id, info.tier)))
+
+    def context_of(self, model: str) -> int | None:
+        """The longest context any online node serving `model` advertises."""
+        contexts = [m.context_length for o in self.offers(model) for m in o.info.models if m.name == model and m.context_length]
+        return max(contexts) if contexts else None
 
     def kind_of(self, model: str) -> str:
         """"chat" or "embedding" for a model some online node serves; raises NoNodes or
@@ -136,7 +153,7 @@ class Placement:
         self.fleet.put(NodeSnapshot(
             node_id=node_id, models=frozenset(m.name for m in info.models), tier=info.tier, capacity=max(1, info.capacity),
             active=info.active + self._pending.get(node_id, 0), tokens_per_s=view.tokens_per_s, latency_ms=view.latency_ms,
-            reputation=view.reputation, price=advertised_price(info), blocked_until=view.blocked_until,
+            reputation=view.reputation, price=self.price_of(self.offer(node_id).paid_tier, info.price), blocked_until=view.blocked_until,
         ))
 
     def tick(self) -> None:

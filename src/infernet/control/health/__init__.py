@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from infernet.control.dispatch.jobs import Outcome
 from infernet.control.health.circuit import Breaker, BreakerPolicy
 from infernet.control.health.reputation import Reputation
+from infernet.hardware.tiers import EXPECTED_TPS
+
+VERIFY_JOBS = 5  # measured jobs before a node's speed can vouch for its tier
 
 log = logging.getLogger("infernet.control")
 
@@ -48,6 +51,16 @@ class Health:
         if b is None:
             b = self.breakers[node_id] = Breaker(self.policy)
         return b
+
+    def verified(self, node_id: str, tier: str) -> bool:
+        """Whether the node has shown the speed its rated tier promises: enough measured jobs
+        at no less than the tier's expected low bound (hardware chapter), and no failed
+        verification. The cpu tier needs no proof: there is nothing lower to pay."""
+        if tier == "cpu":
+            return True
+        rec = self.reputation.records.get(node_id)
+        low = EXPECTED_TPS.get(tier, EXPECTED_TPS["cpu"])[0]
+        return rec is not None and rec.measured >= VERIFY_JOBS and rec.tokens_per_s >= low and rec.faked < 0.5
 
     def view(self, node_id: str, tier: str | None, now: float) -> View:
         rec = self.reputation.of(node_id, tier)

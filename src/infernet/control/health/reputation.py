@@ -37,6 +37,7 @@ class Record:
     faked: float = 0.0
     ttft_ms: float = 0.0
     tokens_per_s: float = 0.0
+    measured: int = 0  # completed jobs whose speed was measured, ever (never decays)
 
     def _decay(self, now: float) -> None:
         if self.stamp and now > self.stamp:
@@ -56,6 +57,7 @@ class Record:
         if stream_s is not None and tokens >= 2:
             rate = (tokens - 1) / max(stream_s, 1e-3)  # tokens after the first, over the time they took
             self.tokens_per_s = rate if not self.tokens_per_s else (1 - EWMA) * self.tokens_per_s + EWMA * rate
+            self.measured += 1
 
     def failure(self, now: float) -> None:
         self._decay(now)

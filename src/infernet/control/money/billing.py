@@ -1,7 +1,8 @@
 """Where jobs meet money: admit (rate limit, price, hold), receipt terms, settle or release.
 
-The job driver calls three things: `admit` before a job starts, `terms` when it hands the job to a
-node (the receipt fields the node will sign), and `settle` when the job ends. Admin keys are
+The job driver calls: `admit` before a job starts, `terms` when it hands the job to a node
+(the receipt fields the node will sign), and when the job ends `countersign` (check the
+node's signed claim, meter the relayed text, sign the settlement) and `settle`. Admin keys are
 the operator's own: never refused for balance (their account may go negative), but metered,
 receipted and paid to nodes like any other, so `infernet up` works out of the box and its
 node still earns.
@@ -9,6 +10,7 @@ node still earns.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infernet.control.bus import NodeInfo
 from infernet.control.dispatch.jobs import JobState, JobStatus
+from infernet.control.dispatch.placement import Offer
 from infernet.control.errors import PaymentRequired, RateLimited
 from infernet.control.money import pricing
 from infernet.control.money.ledger import (
@@ -26,6 +28,7 @@ from infernet.control.money.ledger import (
     SignedReceipt,
     SpendLimitReached,
 )
+from infernet.control.money.metering import Metered, Tokenizers, meter, prompt_bound
 from infernet.control.store import KeyLimits, Store
 from infernet.protocol import keys, receipts
 
@@ -51,6 +54,7 @@ class Billing:
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store.engine)
+        self.tokenizers = Tokenizers()
         self._table: tuple[float, pricing.PriceTable] | None = None
         self._keys: dict[str, tuple[float, bool, KeyLimits]] = {}
 
@@ -74,9 +78,15 @@ class Billing:
         await self.store.settings.put(PRICING_SETTING, pricing.encode_table(table))
         self._table = None
 
+    def output_rate(self, tier: str, asked: dict[str, int] | None) -> int:
+        """What a node of this paid tier asking these rates earns per million output tokens,
+        by the table last read (routing's `max_price` compares this)."""
+        table = self._table[1] if self._table is not None else pricing.DEFAULT
+        return pricing.node_rates(table, tier, asked).output
+
     # -- the job's life -------------------------------------------------------------------
 
-    async def admit(self, job_id: str, key_id: str, kind: str, model: str, body: dict[str, Any], offers: Iterable[NodeInfo]) -> dict[str, Any]:
+    async def admit(self, job_id: str, key_id: str, kind: str, model: str, body: dict[str, Any], offers: Iterable[Offer]) -> dict[str, Any]:
         """Rate-limit, then hold the job's worst-case price. Returns the body to run.
 
         `offers`: the online nodes serving the model. Raises RateLimited or PaymentRequired.
@@ -90,13 +100,14 @@ class Billing:
                 raise RateLimited(wait)
         table = await self.table()
         serving = list(offers)
-        contexts = [m.context_length for h in serving for m in h.models if m.name == model and m.context_length]
+        contexts = [m.context_length for o in serving for m in o.info.models if m.name == model and m.context_length]
         context = max(contexts) if contexts else None
         out_cap = pricing.output_token_cap(kind, body, context, table)
-        if kind != "embedding" and context is None and not (body.get("max_tokens") or body.get("max_completion_tokens")):
+        if kind != "embedding" and context is None and not body.get("max_tokens"):
             body = {**body, "max_tokens": out_cap}
-        rates = [pricing.node_rates(table, h.tier, h.price) for h in serving]
-        amount = pricing.worst_case(pricing.prompt_token_bound(kind, body), out_cap, rates)
+        rates = [pricing.node_rates(table, o.paid_tier, o.info.price) for o in serving]
+        count = await self.tokenizers.ready(model)
+        amount = pricing.worst_case(prompt_bound(kind, body, count), out_cap, rates)
 
         def hold(conn: Any) -> Any:
             return self.ledger.hold_in(conn, job_id, key_id, amount, overdraft=is_admin, min_balance=table.min_balance, spend_limit=limits.spend_limit)
@@ -130,30 +141,64 @@ class Billing:
             ) from None
         return body
 
-    async def terms(self, job: JobState, node: NodeInfo) -> dict[str, Any]:
+    async def terms(self, job: JobState, offer: Offer) -> dict[str, Any]:
         table = await self.table()
-        rates = pricing.node_rates(table, node.tier, node.price)
+        rates = pricing.node_rates(table, offer.paid_tier, offer.info.price)
         return receipts.terms(
-            job_id=job.id, node_pubkey=node.node_id, platform_pubkey=self.platform.pubkey, client=job.key_id, model=job.model,
+            job_id=job.id, node_pubkey=offer.info.node_id, platform_pubkey=self.platform.pubkey, client=job.key_id, model=job.model,
             input_rate=rates.input, output_rate=rates.output, fee_bps=table.fee_bps, chain=table.chain,
         )
 
-    async def settle(self, job: JobState) -> SignedReceipt | None:
-        """Charge what was served (completed, or a cancelled stream's delivered part) against a
-        node-signed receipt; anything else, or a receipt that does not check out, releases all."""
-        receipt = self._countersign(job) if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED) else None
+    def countersign(self, job: JobState, body: dict[str, Any], output: str, delivered: str) -> tuple[SignedReceipt | None, Metered | None]:
+        """Check the node's signed claim, meter what it served from the text relayed (`output`
+        sent by the node, `delivered` to the client), and sign the settlement. (None, None)
+        when there is nothing to charge; the metering also when the claim was refused."""
+        terms, signed, usage = job.terms, job.receipt, job.usage
+        if terms is None or usage is None or job.status not in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+            return None, None
+        metered = meter(usage, kind=job.kind, body=body, output=output, delivered=delivered, count=self.tokenizers.get(job.model))
+        if signed is None:
+            log.warning("job %s: the node sent no signed receipt; nothing is charged", job.id)
+            return None, metered
+        claim, sig = signed
+        when = claim.get("completed_at") if isinstance(claim, dict) else None
+        if not isinstance(when, int) or isinstance(when, bool) or abs(time.time() - when) > RECEIPT_SKEW_S:
+            log.warning("job %s: the node's receipt has no plausible completed_at; nothing is charged", job.id)
+            return None, metered
+        expected = receipts.complete(terms, usage.prompt_tokens, usage.completion_tokens, when)
+        if claim != expected:
+            wrong = sorted(k for k in set(claim) | set(expected) if claim.get(k) != expected.get(k))
+            log.warning("job %s: the node's receipt differs from the job in %s; nothing is charged", job.id, wrong)
+            return None, metered
+        if not keys.verify(terms["node_pubkey"], receipts.digest(expected), sig):
+            log.warning("job %s: the node's receipt signature is bad; nothing is charged", job.id)
+            return None, metered
+        if metered.overclaimed:
+            log.warning("job %s: the node claimed %d/%d tokens; metered %d/%d (%s)", job.id, usage.prompt_tokens, usage.completion_tokens, metered.prompt_tokens, metered.completion_tokens, metered.how)
+        settled = receipts.settlement(
+            expected, input_tokens=metered.prompt_tokens, output_tokens=metered.completion_tokens,
+            delivered_tokens=metered.delivered_tokens, metered=metered.how, settled_at=int(time.time()),
+        )
+        return SignedReceipt(expected, sig, settled, self.platform.sign(receipts.digest(settled))), metered
+
+    def settle(self, job_id: str, receipt: SignedReceipt | None) -> asyncio.Future[bool]:
+        """Charge the receipt from the job's hold and release the rest; with no receipt, or
+        one over the hold, release it all. Queued on the journal, in order with the job's
+        own writes; True when money moved."""
 
         async def settle(conn: Any) -> bool:
             if receipt is not None:
-                outcome = await self.ledger.settle_in(conn, job.id, receipt)
+                outcome = await self.ledger.settle_in(conn, job_id, receipt)
                 if outcome == "settled":
                     return True
                 if outcome == "over hold":
-                    log.warning("job %s costs %d, more than was held; releasing its hold", job.id, receipt.body["price"])
-            await self.ledger.release_in(conn, job.id)
+                    log.warning("job %s costs %d, more than was held; releasing its hold", job_id, receipt.settlement["price"])
+            await self.ledger.release_in(conn, job_id)
             return False
 
-        return receipt if await self.store.journal.submit(settle) else None
+        # With money to move, the caller awaits it before the client sees the end: commit now,
+        # in one transaction with the job's final row (an urgent movement keeps its batch whole).
+        return self.store.journal.submit(settle, urgent=receipt is not None)
 
     async def release(self, job_id: str) -> None:
         await self.store.journal.submit(lambda conn: self.ledger.release_in(conn, job_id))
@@ -174,26 +219,3 @@ class Billing:
             self._keys.clear()
         self._keys[key_id] = (now + 2.0, is_admin, limits)
         return is_admin, limits
-
-    def _countersign(self, job: JobState) -> SignedReceipt | None:
-        terms, signed, usage = job.terms, job.receipt, job.usage
-        if terms is None or usage is None:
-            return None
-        if signed is None:
-            log.warning("job %s: the node sent no signed receipt; nothing is charged", job.id)
-            return None
-        body, sig = signed
-        when = body.get("completed_at") if isinstance(body, dict) else None
-        if not isinstance(when, int) or isinstance(when, bool) or abs(time.time() - when) > RECEIPT_SKEW_S:
-            log.warning("job %s: the node's receipt has no plausible completed_at; nothing is charged", job.id)
-            return None
-        expected = receipts.complete(terms, usage.prompt_tokens, usage.completion_tokens, when)
-        if body != expected:
-            wrong = sorted(k for k in set(body) | set(expected) if body.get(k) != expected.get(k))
-            log.warning("job %s: the node's receipt differs from the job in %s; nothing is charged", job.id, wrong)
-            return None
-        d = receipts.digest(expected)
-        if not keys.verify(terms["node_pubkey"], d, sig):
-            log.warning("job %s: the node's receipt signature is bad; nothing is charged", job.id)
-            return None
-        return SignedReceipt(expected, sig, self.platform.sign(d))

@@ -27,11 +27,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from infernet.control.bounds import MAX_MICRO
 from infernet.control.store.engine import insert_for
 from infernet.control.store.schema import (
+    TERMINAL,
     api_keys,
     balances,
     holds,
+    jobs,
     ledger_entries,
     payouts,
     receipts,
@@ -86,6 +89,10 @@ class LedgerError(Exception):
     pass
 
 
+class BalanceCap(LedgerError):
+    """A credit would take a balance past what the books hold (`bounds.MAX_MICRO`)."""
+
+
 class InsufficientFunds(LedgerError):
     def __init__(self, balance: int, needed: int) -> None:
         super().__init__(f"balance {balance} < {needed}")
@@ -103,17 +110,18 @@ class SpendLimitReached(LedgerError):
 
 @dataclass(frozen=True, slots=True)
 class SignedReceipt:
-    body: dict[str, Any]
+    claim: dict[str, Any]  # what the node served, as it signed it
     node_signature: str
+    settlement: dict[str, Any]  # what the platform metered and charged for it, as it signed it
     platform_signature: str
 
     def document(self) -> dict[str, Any]:
         """The receipt file: everything `infernet receipt verify` needs."""
-        return {"receipt": self.body, "node_signature": self.node_signature, "platform_signature": self.platform_signature}
+        return {"receipt": self.claim, "node_signature": self.node_signature, "settlement": self.settlement, "platform_signature": self.platform_signature}
 
 
 def _receipt_doc(row: Any) -> dict[str, Any]:
-    return SignedReceipt(json.loads(row.body), row.node_signature, row.platform_signature).document()
+    return SignedReceipt(json.loads(row.body), row.node_signature, json.loads(row.settlement), row.platform_signature).document()
 
 
 class Ledger:
@@ -138,7 +146,10 @@ class Ledger:
             raise ValueError("a credit is a positive amount")
         async with self.engine.begin() as conn:
             await self._post(conn, "credit", None, [(DEPOSITS, -amount), (client_account(key_id), amount)])
-            return await self._balance(conn, client_account(key_id))
+            balance = await self._balance(conn, client_account(key_id))
+            if balance > MAX_MICRO:  # raising rolls the credit back
+                raise BalanceCap(f"this credit would take the balance past {cpr.usdc(MAX_MICRO)} USDC")
+            return balance
 
     async def hold(self, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> None:
         """Move a job's worst-case price from the client's balance into escrow, or raise."""
@@ -155,7 +166,7 @@ class Ledger:
         async with self.engine.begin() as conn:
             outcome = await self.settle_in(conn, job_id, receipt)
         if outcome == "over hold":
-            raise LedgerError(f"job {job_id} costs {receipt.body['price']}, more than was held")
+            raise LedgerError(f"job {job_id} costs {receipt.settlement['price']}, more than was held")
         return outcome == "settled"
 
     async def release(self, job_id: str) -> bool:
@@ -188,7 +199,7 @@ class Ledger:
     async def settle_in(self, conn: Any, job_id: str, receipt: SignedReceipt) -> str:
         """'settled', 'ended' (no open hold) or 'over hold' (nothing written). The receipt row is
         written with the money: money moves if and only if a countersigned receipt exists."""
-        body = receipt.body
+        claim, body = receipt.claim, receipt.settlement
         row = (await conn.execute(_HOLD_FOR_UPDATE, {"p_job": job_id})).first()
         if row is None or row.status != "held":
             return "ended"
@@ -200,15 +211,15 @@ class Ledger:
         await conn.execute(
             receipts.insert(),
             {
-                "job_id": job_id, "node_pubkey": body["node_pubkey"], "key_id": row.key_id, "price": body["price"], "fee": body["fee"], "value": body["value"],
-                "completed_at": body["completed_at"], "body": cpr.canonical(body).decode(), "node_signature": receipt.node_signature,
-                "platform_signature": receipt.platform_signature,
+                "job_id": job_id, "node_pubkey": claim["node_pubkey"], "key_id": row.key_id, "price": body["price"], "fee": body["fee"], "value": body["value"],
+                "completed_at": claim["completed_at"], "body": cpr.canonical(claim).decode(), "settlement": cpr.canonical(body).decode(),
+                "node_signature": receipt.node_signature, "platform_signature": receipt.platform_signature,
             },
         )
         await self._post(conn, "settle", job_id, [
             (ESCROW, -row.amount),
             (client_account(row.key_id), row.amount - body["price"]),
-            (node_account(body["node_pubkey"]), body["value"]),
+            (node_account(claim["node_pubkey"]), body["value"]),
             (FEES, body["fee"]),
         ])
         return "settled"
@@ -223,12 +234,11 @@ class Ledger:
         await self._post(conn, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])
         return True
 
-    async def open_holds(self, older_than: float | None = None) -> list[str]:
-        q = sa.select(holds.c.job_id).where(holds.c.status == "held")
-        if older_than is not None:
-            q = q.where(holds.c.created_at < older_than)
+    async def open_holds(self) -> list[tuple[str, float]]:
+        """(job id, created at) of every hold still held."""
+        q = sa.select(holds.c.job_id, holds.c.created_at).where(holds.c.status == "held")
         async with self.engine.connect() as conn:
-            return list((await conn.execute(q)).scalars())
+            return [(r.job_id, r.created_at) for r in (await conn.execute(q)).all()]
 
     async def payout(self, node_pubkey: str, sign: Callable[[dict[str, Any]], str], *, chain: str, platform_pubkey: str, limit: int = 1000) -> dict[str, Any] | None:
         """Claim the node's unpaid receipts (oldest first, up to `limit`) into one signed record."""
@@ -248,7 +258,7 @@ class Ledger:
             docs = [_receipt_doc(r) for r in rows]
             record = cpr.payout_record(
                 payout_id=payout_id, node_pubkey=node_pubkey, platform_pubkey=platform_pubkey, chain=chain,
-                receipts=[d["receipt"] for d in docs], created_at=int(time.time()),
+                receipts=[d["settlement"] for d in docs], created_at=int(time.time()),
             )
             sig = sign(record)
             ids = [r.job_id for r in rows]
@@ -352,4 +362,7 @@ class Ledger:
             )
             for job_id in (await conn.execute(q)).scalars():
                 problems.append(f"job {job_id}: its hold and its receipt disagree")
+            ended = sa.select(holds.c.job_id, jobs.c.status).select_from(holds.join(jobs, jobs.c.id == holds.c.job_id)).where(holds.c.status == "held", jobs.c.status.in_(TERMINAL))
+            for job_id, status in (await conn.execute(ended)).all():
+                problems.append(f"job {job_id} is {status} but its hold of money is still held")
         return problems

@@ -8,13 +8,14 @@ numbers. Rates are integer micro-USDC per million tokens.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from infernet.control import bounds
 from infernet.protocol import receipts
 
-NonNeg = Annotated[int, msgspec.Meta(ge=0)]
+Rate = Annotated[int, msgspec.Meta(ge=0, le=bounds.MAX_RATE)]
 
 # Chat templates add role markers and, for some models, a default system prompt; this bounds
 # what they add on top of the text (generous: an over-hold is released at once).
@@ -23,8 +24,8 @@ TEMPLATE_TOKENS_FIXED = 256
 
 
 class Rates(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    input: NonNeg
-    output: NonNeg
+    input: Rate
+    output: Rate
 
 
 # Output about 4x input, as the book prices it; higher tiers serve bigger models and cost more.
@@ -40,12 +41,12 @@ DEFAULT_TIERS: dict[str, Rates] = {
 class PriceTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The operator's settings; `PUT /api/v1/pricing` or `infernet pricing set` change them."""
 
-    tiers: dict[str, Rates] = msgspec.field(default_factory=lambda: dict(DEFAULT_TIERS))
+    tiers: dict[Literal[">=48gb", ">=24gb", ">=12gb", ">=8gb", "cpu"], Rates] = msgspec.field(default_factory=lambda: dict(DEFAULT_TIERS))
     fee_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 1_500  # 15 %
-    min_balance: NonNeg = 1_000_000  # 1.00 USDC must be on account to submit
+    min_balance: Annotated[int, msgspec.Meta(ge=0, le=bounds.MAX_MICRO)] = 1_000_000  # 1.00 USDC must be on account to submit
     node_rate_min_pct: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50  # nodes may ask 50 %..
     node_rate_max_pct: Annotated[int, msgspec.Meta(ge=100, le=10_000)] = 200  # ..200 % of the tier rate
-    default_output_cap: Annotated[int, msgspec.Meta(ge=1)] = 4_096  # held when max_tokens and context are unknown
+    default_output_cap: Annotated[int, msgspec.Meta(ge=1, le=bounds.MAX_OUTPUT_CAP)] = 4_096  # held when max_tokens and context are unknown
     chain: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "base"
 
     def __post_init__(self) -> None:
@@ -116,7 +117,7 @@ def output_token_cap(kind: str, body: Mapping[str, Any], context_length: int | N
     """The most output tokens the job may produce: max_tokens, else the model's context."""
     if kind == "embedding":
         return 0
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    asked = body.get("max_tokens")
     if asked:
         return int(asked)
     return int(context_length) if context_length else table.default_output_cap

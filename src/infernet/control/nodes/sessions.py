@@ -11,6 +11,7 @@ of every change (`NodeSeen`, `NodeLoad`, `NodeGone`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,7 +20,9 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from infernet import logs
 from infernet.control.bus import (
+    HEARTBEAT_LOST,
     Bus,
     Cancel,
     Dispatch,
@@ -33,26 +36,31 @@ from infernet.control.bus import (
     Reserve,
     ToNode,
 )
-from infernet.control.dispatch.placement import HEARTBEAT_LOST
 from infernet.control.nodes.auth import check_signed
+from infernet.control.nodes.claims import rated_tier
 from infernet.control.store import Store
 from infernet.protocol import auth
 from infernet.protocol.messages import (
     Accept,
+    Assembler,
     Done,
     Fail,
+    FrameTooBig,
     Heartbeat,
     Hello,
+    Part,
     Tokens,
     Welcome,
     encode,
     node_decoder,
+    pieces,
 )
 from infernet.protocol.messages import Cancel as CancelFrame
 
 log = logging.getLogger("infernet.control")
 
 CONNECT_PATH = "/api/v1/nodes/connect"
+HELLO_TIMEOUT_S = 10.0  # an authenticated socket that says nothing is closed
 
 
 class NodeConn:
@@ -62,6 +70,7 @@ class NodeConn:
         self.hello = hello
         self.session = session
         self.capacity = max(1, hello.capacity)
+        self.tier = rated_tier(hello.tier, hello.hardware)  # its claim, checked against its hardware
         self.active: set[str] = set()  # ids of the jobs this node holds a slot for
         self.last_seen = time.monotonic()
         self.connected_at = time.time()  # wall clock: the dashboard shows uptime since then
@@ -69,21 +78,72 @@ class NodeConn:
         self.heartbeats = 0
         self.closed = False
 
+    def seen_at(self) -> float:
+        """When the last frame came, on the wall clock (`last_seen` is monotonic)."""
+        return time.time() - (time.monotonic() - self.last_seen)
+
     @property
     def models(self) -> frozenset[str]:
         return frozenset(m.name for m in self.hello.models)
 
     def info(self) -> NodeInfo:
         h = self.hello
-        return NodeInfo(node_id=self.id, models=tuple(h.models), tier=h.tier, capacity=self.capacity, active=len(self.active), price=h.price, name=h.name, backend=h.backend)
+        return NodeInfo(node_id=self.id, models=tuple(h.models), tier=self.tier, capacity=self.capacity, active=len(self.active), price=h.price, name=h.name, backend=h.backend)
 
     async def send(self, frame: msgspec.Struct) -> bool:
         try:
-            await self.ws.send_bytes(encode(frame))
+            for piece in pieces(frame):
+                await self.ws.send_bytes(piece)
             return True
         except Exception:  # the reader notices the dead socket and reclaims the jobs
             log.debug("send to node %s failed", self.id[:12])
             return False
+
+
+class _FrameReader:
+    """One node's frames: each message authenticated in its session, parts put together.
+
+    A forged, replayed or oversized frame ends the session. A text message, or a signed frame
+    of a type this control plane does not know (a newer node), is logged and skipped: it
+    says nothing against the node's other jobs."""
+
+    def __init__(self, ws: WebSocket, verifier: auth.FrameVerifier, node_id: str) -> None:
+        self.ws = ws
+        self.verifier = verifier
+        self.node_id = node_id
+        self.parts = Assembler()
+        self.skipped = 0
+
+    async def next(self) -> Any:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            raw = message.get("bytes")
+            if raw is None:
+                self._skip("a text message (node frames are binary)")
+                continue
+            data = self.verifier.open(raw)
+            try:
+                frame = node_decoder.decode(data)
+                if isinstance(frame, Part):
+                    whole = self.parts.feed(frame)
+                    if whole is None:
+                        continue
+                    frame = node_decoder.decode(whole)
+                    if isinstance(frame, Part):
+                        raise msgspec.ValidationError("a part inside a part")
+            except (msgspec.DecodeError, ValueError) as exc:
+                if isinstance(exc, FrameTooBig):
+                    raise
+                self._skip(f"a frame it could not read ({exc})")
+                continue
+            return frame
+
+    def _skip(self, what: str) -> None:
+        self.skipped += 1
+        if self.skipped <= 3 or self.skipped % 1000 == 0:
+            log.warning("node %s sent %s; skipped (%d so far)", self.node_id[:12], what, self.skipped)
 
 
 class NodeSessions:
@@ -127,13 +187,14 @@ class NodeSessions:
             log.warning("node connection refused: %s", exc)
             await ws.close(code=4401, reason=str(exc)[:120])
             return
+        logs.node_id.set(signed.pubkey)  # this socket's task: its log lines name the node
         await ws.accept()
         session = os.urandom(16)
         await ws.send_text(encode(Welcome(session=session.hex(), node_id=signed.pubkey, heartbeat_s=self.heartbeat_s)).decode())
-        verifier = auth.FrameVerifier(signed.pubkey, session)
+        reader = _FrameReader(ws, auth.FrameVerifier(signed.pubkey, session), signed.pubkey)
         conn: NodeConn | None = None
         try:
-            first = node_decoder.decode(verifier.open(await ws.receive_bytes()))
+            first = await asyncio.wait_for(reader.next(), HELLO_TIMEOUT_S)
             if not isinstance(first, Hello) or first.pubkey != signed.pubkey:
                 raise auth.AuthError("the first frame must be a hello for the signing key")
             conn = NodeConn(ws, first, session)
@@ -143,14 +204,20 @@ class NodeSessions:
             self.nodes[conn.id] = conn
             self.bus.announce(NodeSeen(conn.info()))
             await self._register(conn, status="online")
-            log.info("node %s online: %s on %s, tier %s", conn.id[:12], sorted(m.name for m in first.models), first.backend, first.tier)
+            log.info("node %s online: %s on %s, tier %s", conn.id[:12], sorted(m.name for m in first.models), first.backend, conn.tier)
+            if conn.tier != first.tier:
+                log.warning("node %s claims tier %s but its hardware report reaches only %s", conn.id[:12], first.tier, conn.tier)
             while True:
-                frame = node_decoder.decode(verifier.open(await ws.receive_bytes()))
+                frame = await reader.next()
                 conn.last_seen = time.monotonic()
                 self._on_frame(conn, frame)
         except (WebSocketDisconnect, RuntimeError):
             pass
-        except (auth.AuthError, msgspec.DecodeError) as exc:
+        except TimeoutError:
+            log.warning("node %s sent no hello within %g s; closing", signed.pubkey[:12], HELLO_TIMEOUT_S)
+            with contextlib.suppress(RuntimeError):
+                await ws.close(code=4408, reason="no hello")
+        except (auth.AuthError, FrameTooBig) as exc:
             log.warning("closing node %s: %s", signed.pubkey[:12], exc)
             try:
                 await ws.close(code=4400, reason=str(exc)[:120])
@@ -167,7 +234,7 @@ class NodeSessions:
     async def _register(self, conn: NodeConn, **fields: Any) -> None:
         h = conn.hello
         await self.store.nodes.upsert(
-            conn.id, name=h.name, backend=h.backend, tier=h.tier, models=[msgspec.to_builtins(m) for m in h.models],
+            conn.id, name=h.name, backend=h.backend, tier=conn.tier, models=[msgspec.to_builtins(m) for m in h.models],
             capacity=conn.capacity, hardware=h.hardware, **fields,
         )
 

@@ -76,10 +76,10 @@ class JobRepo:
             fields.setdefault("finished_at", now)
         return self._journal.submit(Op("update", job_id, allowed, {"status": status, "updated_at": now, **fields}), urgent=urgent)
 
-    def queue_finish(self, job_id: str, allowed: tuple[str, ...], status: str, events: list[StoredEvent], **fields: Any) -> asyncio.Future[bool]:
+    def queue_finish(self, job_id: str, allowed: tuple[str, ...], status: str, events: list[StoredEvent], *, urgent: bool = False, **fields: Any) -> asyncio.Future[bool]:
         now = time.time()
         values = {"status": status, "updated_at": now, "finished_at": now, **fields}
-        return self._journal.submit(Op("update", job_id, allowed, values, list(events)))
+        return self._journal.submit(Op("update", job_id, allowed, values, list(events)), urgent=urgent)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -117,16 +117,28 @@ class Journal:
         try:
             results = await self._write(batch)
         except Exception as exc:
-            log.exception("a batch of %d job writes failed", len(batch))
+            if len(batch) == 1:
+                log.exception("a journal write failed (job %s)", batch[0].job_id or "-")
+                self._resolve(batch[0], exc=exc)
+                return
+            # One bad write must not take the others down with it: the batch rolled back,
+            # so each write goes again in a transaction of its own, in order.
+            log.warning("a batch of %d journal writes failed; committing them one by one", len(batch))
             for op in batch:
-                for fut, _ in op.futures or ():
-                    if not fut.done():
-                        fut.set_exception(exc)
+                await self._commit([op])
             return
         for op, result in zip(batch, results):
-            for fut, applies in op.futures or ():
-                if not fut.done():
-                    fut.set_result(result if op.kind == "call" else bool(result) and applies is not False)
+            self._resolve(op, result)
+
+    @staticmethod
+    def _resolve(op: Op, result: Any = None, *, exc: BaseException | None = None) -> None:
+        for fut, applies in op.futures or ():
+            if fut.done():
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result if op.kind == "call" else bool(result) and applies is not False)
 
     async def _write(self, batch: list[Op]) -> list[Any]:
         results: list[Any] = []

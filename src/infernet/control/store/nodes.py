@@ -25,6 +25,14 @@ class NodeRepo:
         async with self._engine.begin() as conn:
             await conn.execute(nodes.update().where(nodes.c.id == node_id).values(status=status, last_seen=time.time()))
 
+    async def touch(self, seen: dict[str, float]) -> None:
+        """Record when each node was last heard from (wall clock), in one batched UPDATE."""
+        if not seen:
+            return
+        stmt = nodes.update().where(nodes.c.id == sa.bindparam("node")).values(last_seen=sa.bindparam("seen"))
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt, [{"node": n, "seen": t} for n, t in seen.items()])
+
     async def list(self) -> list[dict[str, Any]]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(sa.select(nodes).order_by(nodes.c.first_seen))).mappings().all()

@@ -119,7 +119,8 @@ receipts = sa.Table(
     sa.Column("fee", sa.BigInteger, nullable=False),
     sa.Column("value", sa.BigInteger, nullable=False),
     sa.Column("completed_at", sa.BigInteger, nullable=False),
-    sa.Column("body", sa.Text, nullable=False),  # canonical JSON, byte for byte what was signed
+    sa.Column("body", sa.Text, nullable=False),  # the node's claim: canonical JSON, byte for byte what it signed
+    sa.Column("settlement", sa.Text, nullable=False),  # what the platform charged: canonical JSON it signed
     sa.Column("node_signature", sa.String(128), nullable=False),
     sa.Column("platform_signature", sa.String(128), nullable=False),
     sa.Column("payout_id", sa.String(40), nullable=True, index=True),
