@@ -26,6 +26,11 @@ from infernet.node.daemon import Node
 from infernet.protocol import keys
 
 ADMIN_KEY = "inf-test-admin-key"
+# What a node with one RTX 4090 advertises (`hardware.summary()`), for nodes on fake engines.
+GPU_BOX: dict[str, Any] = {
+    "gpus": [{"vendor": "nvidia", "name": "NVIDIA GeForce RTX 4090", "vram_mb": 24564, "driver": "550.54", "tier": ">=24gb"}],
+    "cpu": "AMD Ryzen 9 7950X", "cpu_count": 32, "ram_mb": 65536, "os": "Ubuntu 24.04",
+}
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """Prometheus metrics for operators: `GET /metrics` (admin key).
 
-Recorded once per job when it ends, never per token, so the relay path pays nothing. Each
+Recorded once per job when it ends, never per token, so the relay path pays nothing; the
+same call feeds the dashboard's last hour (`control/stats.py`). Each
 control plane has its own registry, so several in one process (tests) never collide. The
 gauges read callables, so this module knows nothing of who holds nodes or jobs.
 """
@@ -19,10 +20,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from infernet.control.stats import Stats
+
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class EndedJob(Protocol):
+    key_id: str
     purpose: str
     kind: str
     model: str
@@ -38,7 +42,8 @@ class EndedJob(Protocol):
 
 
 class Metrics:
-    def __init__(self, *, nodes_online: Callable[[], float], jobs_live: Callable[[], float], slots_free: Callable[[], float]) -> None:
+    def __init__(self, *, nodes_online: Callable[[], float], jobs_live: Callable[[], float], slots_free: Callable[[], float], stats: Stats | None = None) -> None:
+        self.stats = stats
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Counter("infernet_jobs", "Jobs that ended, by kind, status and model.", ["kind", "status", "model"], registry=r)
@@ -58,9 +63,12 @@ class Metrics:
             self.tokens.labels("input", job.model).inc(usage["prompt_tokens"])
         if usage.get("completion_tokens"):
             self.tokens.labels("output", job.model).inc(usage["completion_tokens"])
-        if job.first_at and job.sent_at:
-            self.ttft.labels(job.model).observe(max(0.0, job.first_at - job.sent_at))
+        ttft = max(0.0, job.first_at - job.sent_at) if job.first_at and job.sent_at else None
+        if ttft is not None:
+            self.ttft.labels(job.model).observe(ttft)
         self.duration.labels(job.kind, job.model).observe(max(0.0, time.time() - job.created))
+        if self.stats is not None:
+            self.stats.job_ended(job.key_id, str(job.status), usage, ttft)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

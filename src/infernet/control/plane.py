@@ -22,8 +22,10 @@ from infernet.control.errors import InfernetError
 from infernet.control.health import Health
 from infernet.control.metrics import Metrics
 from infernet.control.money.billing import Billing, platform_identity
+from infernet.control.money.history import History
 from infernet.control.nodes.sessions import NodeSessions
 from infernet.control.settings import Settings
+from infernet.control.stats import Stats, vendor_of
 from infernet.control.store import Store
 
 log = logging.getLogger("infernet.control")
@@ -38,6 +40,7 @@ class ControlPlane:
         s = self.settings = settings or Settings()
         self.store = store
         self.billing = billing
+        self.history = History(store.engine)  # the books over time, read-only (the dashboard)
         self.bus = bus or LocalBus(store.owner)
         self.alone = alone
         store.jobs.lease_s = s.lease_s
@@ -47,7 +50,8 @@ class ControlPlane:
             self.bus, self.health, price_of=billing.output_rate, max_queued=s.max_queued, max_queued_per_key=s.max_queued_per_key, rng=random.Random(s.seed)
         )
         self.sessions = NodeSessions(store, self.bus, heartbeat_s=s.heartbeat_s, missed_heartbeats=s.missed_heartbeats)
-        self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free)
+        self.stats = Stats()
+        self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free, stats=self.stats)
         self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics)
         self._maintenance: asyncio.Task[None] | None = None
         self._lock: Any = None
@@ -87,8 +91,9 @@ class ControlPlane:
             log.exception("could not sweep for jobs whose replica went away")
 
     async def _maintain(self) -> None:
-        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out; now and
-        then, write when the online nodes were last heard from."""
+        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out; sample the
+        gauges the dashboard charts; now and then, write when the online nodes were last
+        heard from."""
         s = self.settings
         written: dict[str, float] = {}
         now = time.monotonic()
@@ -97,6 +102,7 @@ class ControlPlane:
             await asyncio.sleep(min(1.0, s.heartbeat_s / 2))
             self.sessions.reap()
             self.placement.tick()
+            self.sample()
             now = time.monotonic()
             if now >= next_renew:  # our jobs' leases, one statement for all of them
                 next_renew = now + s.lease_s / 3
@@ -110,6 +116,10 @@ class ControlPlane:
             if now >= next_write:
                 next_write = now + s.last_seen_write_s
                 written = await self._write_last_seen(written)
+
+    def sample(self) -> None:
+        fleet = ((c.hello.tier, vendor_of(c.hello.hardware)) for c in self.sessions.nodes.values())
+        self.stats.sample(len(self.placement.queue), fleet)
 
     async def _write_last_seen(self, written: dict[str, float]) -> dict[str, float]:
         """One UPDATE for the nodes heard from since the last write (a frame every few

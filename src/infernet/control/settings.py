@@ -24,4 +24,5 @@ class Settings:
     verify: VerifyPolicy = field(default_factory=VerifyPolicy)
     lease_s: float = 10.0  # a replica that stops renewing its jobs' leases this long loses them
     db_pool: int = 10  # PostgreSQL connections per replica (and as many again in a burst)
+    dashboard_tick_s: float = 2.0  # how often the dashboard's live feed pushes a snapshot
     seed: int | None = None  # routing and sampling randomness; fixed for reproducible runs

@@ -15,6 +15,7 @@ from infernet import __version__
 from infernet.control.api import (
     dashboard,
     errors,
+    events,
     jobs,
     keys,
     money,
@@ -48,7 +49,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", admin(metrics)),
-        *dashboard.routes, *openai.routes, *jobs.routes, *nodes.routes, *keys.routes, *money.routes, *probe.routes,
+        *dashboard.routes, *events.routes, *openai.routes, *jobs.routes, *nodes.routes, *keys.routes, *money.routes, *probe.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.HANDLERS, middleware=[Middleware(BodyLimit)])
     app.state.cp = cp

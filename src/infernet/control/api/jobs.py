@@ -1,11 +1,12 @@
-"""The job API: create (with Idempotency-Key), read, list, stream with re-attach, cancel."""
+"""The job API: create (with Idempotency-Key), read, list with filters, events, stream with
+re-attach, cancel. A client key only ever sees its own jobs; an admin may list the network's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.requests import Request
@@ -13,10 +14,18 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from infernet.control import bounds, schemas
+from infernet.control.api import params
 from infernet.control.api.deps import json, keyed, plane
 from infernet.control.api.openai import SSE_HEADERS, start_job
 from infernet.control.errors import Conflict, InvalidRequest, NotFound
-from infernet.control.store import KeyRecord
+from infernet.control.store import TERMINAL, KeyRecord
+
+if TYPE_CHECKING:
+    from infernet.control.plane import ControlPlane
+
+STATUSES = ("queued", "assigned", "running", *TERMINAL)
+MAX_LIST = 200
+MAX_EVENTS = 1000
 
 
 def view(row: dict[str, Any]) -> dict[str, Any]:
@@ -24,7 +33,7 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("prompt_tokens") is not None:
         usage = {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"], "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
     return {
-        "id": row["id"], "object": "job", "status": row["status"], "kind": row["kind"], "model": row["model"],
+        "id": row["id"], "object": "job", "key_id": row["key_id"], "status": row["status"], "kind": row["kind"], "model": row["model"],
         "node_id": row.get("node_id"), "created_at": row["created_at"], "finished_at": row.get("finished_at"), "attempts": row.get("attempts", 0),
         "result": {"text": row.get("output"), "finish_reason": row.get("finish_reason")} if row["status"] == "completed" else None,
         "usage": usage,
@@ -76,11 +85,48 @@ async def get_job(request: Request, key: KeyRecord) -> Response:
 
 
 async def list_jobs(request: Request, key: KeyRecord) -> Response:
+    """Newest first. `all=1` (admin): every key's jobs, `key=` one key's; a client key gets
+    its own whatever it asks. Filters: `status`, `model`, `node`; pages: `limit`, `before`."""
     cp = plane(request)
+    everyone = params.flag(request, "all")
+    wanted_key = params.matching(request, "key", params.KEY_ID, "an API key id (key_...)")
+    if not key.is_admin:
+        owner: str | None = key.id
+    else:
+        owner = wanted_key or (None if everyone else key.id)
+    filters = {
+        "status": params.choice(request, "status", STATUSES),
+        "model": params.text(request, "model", 200),
+        "node_id": params.matching(request, "node", params.NODE_ID, "a node id (64 hex characters)"),
+        "before": params.number(request, "before"),
+    }
+    limit = params.integer(request, "limit", 50, 1, MAX_LIST)
+    data = await listed(cp, owner, limit, **filters)
+    return json({"object": "list", "data": data, "has_more": len(data) == limit})
+
+
+async def listed(cp: ControlPlane, owner: str | None, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    """Jobs as the API shows them, read from the database, live ones as they are now."""
     await cp.store.journal.flush()  # a list is read from the database: let it catch up first
     live = cp.driver.jobs
-    rows = await cp.store.jobs.list(None if key.is_admin and request.query_params.get("all") else key.id)
-    return json({"object": "list", "data": [view(live[r["id"]].row() if r["id"] in live else r) for r in rows]})
+    rows = await cp.store.jobs.list(owner, limit, **filters)
+    return [view(live[r["id"]].row() if r["id"] in live else r) for r in rows]
+
+
+async def job_events(request: Request, key: KeyRecord) -> Response:
+    """The job's events after `after` (token batches, then done or error): from memory while
+    it lives here, else as stored."""
+    cp = plane(request)
+    row = await own_job(request, request.path_params["job_id"], key)
+    after = params.integer(request, "after", 0, 0, 10**9)
+    limit = params.integer(request, "limit", MAX_EVENTS, 1, MAX_EVENTS)
+    live = cp.driver.jobs.get(row["id"])
+    if live is not None:
+        events = live.events[after:after + limit]
+    else:
+        events = await cp.store.jobs.events_after(row["id"], after, limit)
+    data = [{"seq": seq, "type": typ, "data": body} for seq, typ, body in events]
+    return json({"object": "list", "job_id": row["id"], "data": data, "has_more": len(data) == limit})
 
 
 async def cancel_job(request: Request, key: KeyRecord) -> Response:
@@ -118,6 +164,7 @@ routes = [
     Route("/api/v1/jobs", keyed(create_job), methods=["POST"]),
     Route("/api/v1/jobs", keyed(list_jobs), methods=["GET"]),
     Route("/api/v1/jobs/{job_id}", keyed(get_job)),
+    Route("/api/v1/jobs/{job_id}/events", keyed(job_events)),
     Route("/api/v1/jobs/{job_id}/stream", keyed(stream_job)),
     Route("/api/v1/jobs/{job_id}/cancel", keyed(cancel_job), methods=["POST"]),
 ]

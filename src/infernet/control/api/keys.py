@@ -92,7 +92,7 @@ async def list_keys(request: Request, key: KeyRecord) -> Response:
     for k in await cp.store.keys.list():
         limits = await cp.store.keys.limits(k.id)
         bal = await cp.billing.ledger.client_view(k.id)
-        data.append({"id": k.id, "name": k.name, "role": k.role, "created_at": k.created_at, "revoked": k.revoked_at is not None, **limits_view(limits), "balance": receipts.usdc(bal["available"])})
+        data.append({"id": k.id, "name": k.name, "role": k.role, "created_at": k.created_at, "revoked": k.revoked_at is not None, **limits_view(limits), "balance": receipts.usdc(bal["available"]), "held": receipts.usdc(bal["held"]), "spent": receipts.usdc(bal["spent"]), "spent_24h": receipts.usdc(bal["spent_24h"])})
     return json({"object": "list", "data": data})
 
 

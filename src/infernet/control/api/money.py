@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import msgspec
@@ -10,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from infernet.control import schemas
+from infernet.control.api import params
 from infernet.control.api.deps import admin, json, keyed, node_signed, plane
 from infernet.control.api.jobs import settled_job
 from infernet.control.api.keys import limits_view
@@ -46,7 +48,7 @@ async def put_pricing(request: Request, key: KeyRecord) -> Response:
 
 async def balance(request: Request, key: KeyRecord) -> Response:
     cp = plane(request)
-    key_id = request.query_params.get("key_id") or key.id
+    key_id = params.matching(request, "key_id", params.KEY_ID, "an API key id (key_...)") or key.id
     if key_id != key.id and not key.is_admin:
         raise Forbidden("Only an admin key may read another key's balance.")
     view = await cp.billing.ledger.client_view(key_id)
@@ -56,6 +58,27 @@ async def balance(request: Request, key: KeyRecord) -> Response:
         "object": "balance", "key_id": key_id, "unit": receipts.UNIT, **view,
         **{f"{k}_usdc": receipts.usdc(v) for k, v in view.items()},
         "min_balance_usdc": receipts.usdc(table.min_balance), **limits_view(limits),
+    })
+
+
+async def balance_history(request: Request, key: KeyRecord) -> Response:
+    """A key's spend and balance per period over the last `hours` (hourly up to two days,
+    daily beyond), and its open holds: the dashboard's money chart."""
+    cp = plane(request)
+    key_id = params.matching(request, "key_id", params.KEY_ID, "an API key id (key_...)") or key.id
+    if key_id != key.id and not key.is_admin:
+        raise Forbidden("Only an admin key may read another key's balance.")
+    hours = params.integer(request, "hours", 24, 1, 720)
+    period = 3600 if hours <= 48 else 86_400
+    until = time.time()
+    since = until - hours * 3600
+    view = await cp.billing.ledger.client_view(key_id)
+    return json({
+        "object": "balance_history", "key_id": key_id, "unit": receipts.UNIT, "period_s": period, "since": since,
+        **view, **{f"{k}_usdc": receipts.usdc(v) for k, v in view.items()},
+        "spend": await cp.history.spend(key_id, since, until, period),
+        "balance": await cp.history.balance(key_id, since, until, period),
+        "holds": await cp.history.open_holds(key_id),
     })
 
 
@@ -99,6 +122,7 @@ routes = [
     Route("/api/v1/pricing", keyed(get_pricing), methods=["GET"]),
     Route("/api/v1/pricing", admin(put_pricing), methods=["PUT"]),
     Route("/api/v1/balance", keyed(balance)),
+    Route("/api/v1/balance/history", keyed(balance_history)),
     Route("/api/v1/jobs/{job_id}/receipt", keyed(job_receipt)),
     Route("/api/v1/ledger/check", admin(ledger_check)),
     Route("/api/v1/node/payments", node_signed(node_payments)),

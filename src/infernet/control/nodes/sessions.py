@@ -73,6 +73,7 @@ class NodeConn:
         self.tier = rated_tier(hello.tier, hello.hardware)  # its claim, checked against its hardware
         self.active: set[str] = set()  # ids of the jobs this node holds a slot for
         self.last_seen = time.monotonic()
+        self.connected_at = time.time()  # wall clock: the dashboard shows uptime since then
         self.tokens_per_s = 0.0  # as the node reports it; routing uses what we measure
         self.heartbeats = 0
         self.closed = False

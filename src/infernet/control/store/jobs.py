@@ -144,10 +144,17 @@ class JobRepo:
             row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).mappings().first()
         return dict(row) if row else None
 
-    async def list(self, key_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list(
+        self, key_id: str | None = None, limit: int = 50, *,
+        status: str | None = None, model: str | None = None, node_id: str | None = None, before: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; `key_id` None: every key's. `before`: created earlier (the next page)."""
         q = sa.select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
-        if key_id is not None:
-            q = q.where(jobs.c.key_id == key_id)
+        for column, value in ((jobs.c.key_id, key_id), (jobs.c.status, status), (jobs.c.model, model), (jobs.c.node_id, node_id)):
+            if value is not None:
+                q = q.where(column == value)
+        if before is not None:
+            q = q.where(jobs.c.created_at < before)
         async with self._engine.connect() as conn:
             return [dict(r) for r in (await conn.execute(q)).mappings().all()]
 
@@ -156,7 +163,7 @@ class JobRepo:
             q = sa.select(jobs).where(jobs.c.status.not_in(TERMINAL))
             return [dict(r) for r in (await conn.execute(q)).mappings().all()]
 
-    async def events_after(self, job_id: str, after: int) -> list[StoredEvent]:
+    async def events_after(self, job_id: str, after: int, limit: int | None = None) -> list[StoredEvent]:
         async with self._engine.connect() as conn:
-            q = sa.select(job_events).where(job_events.c.job_id == job_id, job_events.c.seq > after).order_by(job_events.c.seq)
+            q = sa.select(job_events).where(job_events.c.job_id == job_id, job_events.c.seq > after).order_by(job_events.c.seq).limit(limit)
             return [(r.seq, r.type, r.data) for r in (await conn.execute(q)).all()]
