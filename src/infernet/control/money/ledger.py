@@ -139,7 +139,9 @@ class Ledger:
         if not rows:
             return
         await conn.execute(ledger_entries.insert(), rows)
-        await conn.execute(_balance_add(conn.dialect.name), [{"account": r["account"], "balance": r["amount"]} for r in rows])
+        # Balance rows are locked in one order (by account) in every transaction, or two
+        # replicas settling and holding at once could each wait on a row the other holds.
+        await conn.execute(_balance_add(conn.dialect.name), sorted(({"account": r["account"], "balance": r["amount"]} for r in rows), key=lambda r: r["account"]))
 
     # -- movements ------------------------------------------------------------------------
 
