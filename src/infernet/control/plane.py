@@ -15,6 +15,7 @@ from typing import Any
 
 from infernet import config
 from infernet.control.bus import Bus, LocalBus
+from infernet.control.bus.redis import RedisBus
 from infernet.control.dispatch.driver import Driver
 from infernet.control.dispatch.placement import Placement
 from infernet.control.dispatch.recovery import release_ended_holds, sweep
@@ -27,6 +28,7 @@ from infernet.control.nodes.sessions import NodeSessions
 from infernet.control.settings import Settings
 from infernet.control.stats import Stats, vendor_of
 from infernet.control.store import Store
+from infernet.control.store.redis import RedisNonces, RedisRates, connect
 
 log = logging.getLogger("infernet.control")
 
@@ -57,11 +59,17 @@ class ControlPlane:
         self._lock: Any = None
 
     @classmethod
-    async def open(cls, db_url: str, settings: Settings | None = None, data_dir: Path | None = None, bus: Bus | None = None, *, migrate: bool = True) -> ControlPlane:
+    async def open(
+        cls, db_url: str, settings: Settings | None = None, data_dir: Path | None = None, bus: Bus | None = None, *,
+        migrate: bool = True, redis_url: str | None = None,
+    ) -> ControlPlane:
         """`data_dir` holds the platform's signing key; default: beside a SQLite file, else
         INFERNET_HOME. A SQLite file is the embedded store: one control plane holds it (a lock
         file beside it), so a second one on the same file is refused. `migrate`: bring the
-        schema up to date (a cluster replica passes False: the cluster migrates on purpose)."""
+        schema up to date (a cluster replica passes False: the cluster migrates on purpose).
+        `redis_url`: a replica of a cluster: the bus, nonces and rate limits go through Redis."""
+        if redis_url is not None and bus is None:
+            bus = RedisBus(redis_url)
         sqlite = db_url.startswith("sqlite:///")
         if data_dir is None:
             data_dir = Path(db_url.removeprefix("sqlite:///")).parent if sqlite else config.home()
@@ -73,11 +81,15 @@ class ControlPlane:
             if lock is not None:
                 lock.close()
             raise
+        if redis_url is not None:
+            shared, prefix = connect(redis_url)
+            store.nonces, store.rates = RedisNonces(shared, prefix), RedisRates(shared, prefix)
         cp = cls(store, Billing(store, platform_identity(data_dir)), settings, bus or LocalBus(replica), alone=lock is not None)
         cp._lock = lock
         return cp
 
     async def start(self, admin_key: str | None = None, admin_name: str = "admin") -> None:
+        await self.bus.start()
         await self._recover(alone=self.alone)
         await release_ended_holds(self.store, self.billing)
         if admin_key:

@@ -65,5 +65,8 @@ class LocalBus:
     def drive(self, handler: DriverHandler) -> None:
         self._driver = handler
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None  # nothing is held open; the wiring stays for a restarted app

@@ -99,7 +99,7 @@ class Billing:
         """
         is_admin, limits = await self._key(key_id)
         if limits.rate_limit is not None:
-            wait = await self.store.keys.hit_rate(key_id, limits.rate_limit)
+            wait = await self.store.rates.hit(key_id, limits.rate_limit)
             if wait is not None:
                 raise RateLimited(wait)
         table = await self.table()

@@ -22,6 +22,7 @@ from infernet.control.store.keys import (
 from infernet.control.store.migrate import require_head, upgrade
 from infernet.control.store.nodes import NodeRepo
 from infernet.control.store.nonces import NonceRepo
+from infernet.control.store.rates import RateRepo
 from infernet.control.store.schema import TERMINAL
 from infernet.control.store.settings import SettingsRepo
 
@@ -34,7 +35,8 @@ class Store:
         self.jobs = JobRepo(engine, self.journal, owner)
         self.keys = KeyRepo(engine)
         self.nodes = NodeRepo(engine)
-        self.nonces = NonceRepo(engine)
+        self.nonces: NonceRepo | Any = NonceRepo(engine)  # a cluster shares them in Redis instead
+        self.rates: RateRepo | Any = RateRepo(engine)
         self.settings = SettingsRepo(engine)
 
     @classmethod

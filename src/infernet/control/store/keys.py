@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from infernet.control.store.engine import upsert
-from infernet.control.store.schema import api_keys, key_limits, rate_counters
+from infernet.control.store.schema import api_keys, key_limits
 
 KEY_CACHE_S = 2.0  # a revoked key stops working within this long on every replica
 
@@ -109,29 +109,3 @@ class KeyRepo:
         values = {"rate_limit": limits.rate_limit, "spend_limit": limits.spend_limit}
         async with self._engine.begin() as conn:
             await conn.execute(upsert(conn, key_limits, ["key_id"], {"key_id": key_id, **values}, values))
-
-    async def hit_rate(self, key_id: str, per_minute: int, now: float | None = None) -> float | None:
-        """Count one request against a per-minute limit shared by every replica.
-
-        A sliding-window counter: the previous minute's count, weighted by how much of it
-        still falls inside the last 60 s, plus this minute's. The increment is atomic; a
-        request over the limit takes its count back. Returns None when allowed, else the
-        seconds to wait.
-        """
-        now = time.time() if now is None else now
-        window, into = divmod(now, 60.0)
-        window = int(window)
-        async with self._engine.begin() as conn:
-            stmt = upsert(conn, rate_counters, ["key_id", "window"], {"key_id": key_id, "window": window, "count": 1}, {"count": rate_counters.c.count + 1})
-            count = (await conn.execute(stmt.returning(rate_counters.c.count))).scalar_one()
-            prev = (await conn.execute(sa.select(rate_counters.c.count).where(rate_counters.c.key_id == key_id, rate_counters.c.window == window - 1))).scalar() or 0
-            estimate = prev * (60.0 - into) / 60.0 + count
-            if estimate <= per_minute:
-                if count == 1:
-                    await conn.execute(rate_counters.delete().where(rate_counters.c.key_id == key_id, rate_counters.c.window < window - 1))
-                return None
-            await conn.execute(rate_counters.update().where(rate_counters.c.key_id == key_id, rate_counters.c.window == window).values(count=rate_counters.c.count - 1))
-        # When the previous minute's weight has decayed enough to admit one more request.
-        if prev and count - 1 < per_minute:
-            return max(1.0, 60.0 - into - (per_minute - count) * 60.0 / prev)
-        return max(1.0, 60.0 - into)
