@@ -11,6 +11,7 @@ from infernet.protocol.messages import (
     MAX_PIECE,
     Accept,
     Done,
+    Fail,
     Hello,
     Job,
     ModelAd,
@@ -120,4 +121,24 @@ async def test_a_signed_frame_nested_too_deep_is_skipped_and_the_node_keeps_its_
             r = await ask
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "still here"
         assert ident.pubkey in net.cp.sessions.nodes
+        await raw.close()
+
+
+async def test_a_frame_with_numbers_past_what_the_store_holds_is_skipped_and_the_job_still_ends(tmp_path):
+    async with Network.start(tmp=tmp_path) as net:
+        ident = keys.Identity.generate()
+        raw = await RawNode.connect(net.url, ident)
+        await raw.hello(models=("fake-model",))
+        await net.wait_for(lambda: ident.pubkey in net.cp.sessions.nodes)
+        async with net.client() as c:
+            ask = asyncio.create_task(c.post("/v1/chat/completions", json=ASK))
+            job = control_decoder.decode(await raw.ws.recv())
+            await raw.send(Accept(job_id=job.job_id))
+            await raw.send(Fail(job_id=job.job_id, message="too big to store", usage=Usage(2**64 - 1, 2**64 - 1)))
+            await raw.send(Fail(job_id=job.job_id, message="the real failure", usage=Usage(1, 0)))
+            r = await ask
+        assert r.status_code == 502 and r.json()["error"]["message"] == "the real failure"
+        await net.cp.driver.settled()
+        row = await net.cp.store.jobs.get(job.job_id)
+        assert row["status"] == "failed" and row["prompt_tokens"] == 1  # the final row is stored
         await raw.close()
