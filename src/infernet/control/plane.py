@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import time
 from pathlib import Path
 
 from infernet import config
 from infernet.control.bus import Bus, LocalBus
 from infernet.control.dispatch.driver import Driver
 from infernet.control.dispatch.placement import Placement
-from infernet.control.dispatch.recovery import recover
+from infernet.control.dispatch.recovery import recover, release_orphan_holds
 from infernet.control.health import Health
 from infernet.control.metrics import Metrics
 from infernet.control.money.billing import Billing, platform_identity
 from infernet.control.nodes.sessions import NodeSessions
 from infernet.control.settings import Settings
 from infernet.control.store import Store
+
+
+log = logging.getLogger("infernet.control")
 
 
 class ControlPlane:
@@ -45,17 +50,25 @@ class ControlPlane:
         return cls(store, Billing(store, platform_identity(data_dir)), settings, bus)
 
     async def start(self, admin_key: str | None = None, admin_name: str = "admin") -> None:
-        await recover(self.store, self.billing)
+        await recover(self.store, self.billing, self.settings.orphan_hold_s)
         if admin_key:
             await self.store.keys.ensure(admin_key, admin_name, "admin")
         self._maintenance = asyncio.create_task(self._maintain())
 
     async def _maintain(self) -> None:
-        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out."""
+        """Drop silent nodes; give waiting jobs the nodes whose cooldown ran out; release the
+        holds a crashed run left without a job."""
+        next_sweep = time.monotonic() + self.settings.orphan_hold_s
         while True:
             await asyncio.sleep(min(1.0, self.settings.heartbeat_s / 2))
             self.sessions.reap()
             self.placement.tick()
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.settings.orphan_hold_s / 2
+                try:
+                    await release_orphan_holds(self.store, self.billing, self.settings.orphan_hold_s)
+                except Exception:  # the next sweep tries again
+                    log.exception("could not sweep orphaned holds")
 
     async def aclose(self) -> None:
         if self._maintenance is not None:
