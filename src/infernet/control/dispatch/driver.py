@@ -186,7 +186,9 @@ class Driver:
                 await self._step(live, J.ClaimRefused())
             return
         assert info is not None
-        terms = await self.billing.terms(s, self.placement.offer(node)) if self.billing is not None and live.purpose == "client" else None
+        # The node may have gone while the claim committed: its terms come from how it was
+        # seen, and the job frame that cannot reach it makes the attempt a retry.
+        terms = await self.billing.terms(s, self.placement.offer(node, info)) if self.billing is not None and live.purpose == "client" else None
         await self._step(live, J.Placed(node, terms))
 
     async def _wait_for_slot(self, live: LiveJob, waiter: Waiter) -> str | None:
