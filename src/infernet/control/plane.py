@@ -91,7 +91,7 @@ class ControlPlane:
     async def start(self, admin_key: str | None = None, admin_name: str = "admin") -> None:
         await self.bus.start()
         await self._recover(alone=self.alone)
-        await release_ended_holds(self.store, self.billing)
+        await release_ended_holds(self.store, self.billing, self.settings.orphan_hold_s)
         if admin_key:
             await self.store.keys.ensure(admin_key, admin_name, "admin")
         self._maintenance = asyncio.create_task(self._maintain())
@@ -110,6 +110,7 @@ class ControlPlane:
         written: dict[str, float] = {}
         now = time.monotonic()
         next_write, next_renew, next_sweep = now + s.last_seen_write_s, now + s.lease_s / 3, now + s.lease_s / 2
+        next_holds = now + s.orphan_hold_s / 2
         while True:
             await asyncio.sleep(min(1.0, s.heartbeat_s / 2))
             self.sessions.reap()
@@ -125,6 +126,12 @@ class ControlPlane:
             if now >= next_sweep and not self.alone:
                 next_sweep = now + s.lease_s / 2
                 await self._recover()
+            if now >= next_holds:
+                next_holds = now + s.orphan_hold_s / 2
+                try:
+                    await release_ended_holds(self.store, self.billing, s.orphan_hold_s)
+                except Exception:  # the next round tries again
+                    log.exception("could not sweep for held money of ended or missing jobs")
             if now >= next_write:
                 next_write = now + s.last_seen_write_s
                 written = await self._write_last_seen(written)

@@ -17,6 +17,9 @@ class Settings:
     max_attempts: int = 3  # tries before the first token, across nodes
     cancel_grace_s: float = 5.0  # wait this long for a cancelled node's final usage
     stall_timeout_s: float = 120.0  # a node silent this long on a job has lost it (a prefill on a CPU can take a while)
+    # A hold whose job row is missing this long after it was taken belongs to a run that died
+    # between the two commits (milliseconds apart): it is released (at start, then periodically).
+    orphan_hold_s: float = 60.0
     max_queued: int = 1000  # jobs waiting for a slot, all keys together
     max_queued_per_key: int = 100
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)

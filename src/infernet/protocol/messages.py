@@ -9,16 +9,22 @@ signed), so no message ever nears a socket's size limit whatever a prompt or a r
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 PROTOCOL_VERSION = 1
 
+# Every number and name a node sends lands in a database column or in a sum the books make,
+# so each is bounded where it is decoded: a frame over a bound is unreadable, and skipped.
+# (2**64 - 1 tokens in a Fail used to fail its job's final write, leaving the job running.)
+MAX_COUNT = 2**31 - 1  # tokens, contexts, slots: an INTEGER column everywhere
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+
 
 class Usage(msgspec.Struct, frozen=True):
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: Count
+    completion_tokens: Count
 
     @property
     def total_tokens(self) -> int:
@@ -28,9 +34,9 @@ class Usage(msgspec.Struct, frozen=True):
 class ModelAd(msgspec.Struct, frozen=True):
     """A model a node serves, as it advertises it."""
 
-    name: str
+    name: Annotated[str, msgspec.Meta(max_length=200)]
     kind: str = "chat"  # "chat" or "embedding"
-    context_length: int | None = None
+    context_length: Count | None = None
 
 
 # node -> control plane ----------------------------------------------------------------
@@ -38,12 +44,12 @@ class ModelAd(msgspec.Struct, frozen=True):
 
 class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
     pubkey: str
-    backend: str
+    backend: Annotated[str, msgspec.Meta(max_length=32)]
     models: list[ModelAd]
-    capacity: int
+    capacity: Count
     tier: str
     hardware: dict[str, Any] = {}
-    name: str = ""
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
     version: str = ""
     # Node's own price per million tokens (micro-USDC), within the control plane's bounds.
     price: dict[str, int] | None = None
@@ -53,7 +59,7 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="t"):
     active: int
     models: list[ModelAd] | None = None  # only when changed since the last frame
     tokens_per_s: float = 0.0
-    capacity: int | None = None  # only when changed (an engine restarted with other slots)
+    capacity: Count | None = None  # only when changed (an engine restarted with other slots)
 
 
 class Accept(msgspec.Struct, frozen=True, tag="accept", tag_field="t"):
@@ -68,7 +74,7 @@ class Tokens(msgspec.Struct, frozen=True, tag="tokens", tag_field="t"):
 class Done(msgspec.Struct, frozen=True, tag="done", tag_field="t"):
     job_id: str
     usage: Usage
-    finish_reason: str = "stop"
+    finish_reason: Annotated[str, msgspec.Meta(max_length=32)] = "stop"
     result: dict[str, Any] | None = None  # non-streamed results (embeddings)
     # The receipt the node signs when Job.receipt asked for one: the terms it was given plus
     # the usage it served (see infernet.protocol.receipts), and its BIP-340 signature.

@@ -11,6 +11,7 @@ from infernet.protocol.messages import (
     MAX_PIECE,
     Accept,
     Done,
+    Fail,
     Hello,
     Job,
     ModelAd,
@@ -101,3 +102,43 @@ async def test_a_big_result_from_a_node_arrives_in_parts(tmp_path):
         assert r.status_code == 200 and len(r.json()["data"]) == 2048
         await raw.close()
 
+
+
+async def test_a_signed_frame_nested_too_deep_is_skipped_and_the_node_keeps_its_job(tmp_path):
+    async with Network.start(tmp=tmp_path) as net:
+        ident = keys.Identity.generate()
+        raw = await RawNode.connect(net.url, ident)
+        await raw.hello(models=("fake-model",))
+        await net.wait_for(lambda: ident.pubkey in net.cp.sessions.nodes)
+        async with net.client() as c:
+            ask = asyncio.create_task(c.post("/v1/chat/completions", json=ASK))
+            job = control_decoder.decode(await raw.ws.recv())
+            await raw.send(Accept(job_id=job.job_id))
+            deep = b'{"t":"done","job_id":"%s","usage":{"prompt_tokens":1,"completion_tokens":1},"result":{"a":%s}}' % (job.job_id.encode(), b"[" * 5000 + b"]" * 5000)
+            await raw.ws.send(raw.signer.seal(deep))  # msgspec refuses it with a RecursionError
+            await raw.send(Tokens(job_id=job.job_id, text="still here"))
+            await raw.send(Done(job_id=job.job_id, usage=Usage(1, 2)))
+            r = await ask
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "still here"
+        assert ident.pubkey in net.cp.sessions.nodes
+        await raw.close()
+
+
+async def test_a_frame_with_numbers_past_what_the_store_holds_is_skipped_and_the_job_still_ends(tmp_path):
+    async with Network.start(tmp=tmp_path) as net:
+        ident = keys.Identity.generate()
+        raw = await RawNode.connect(net.url, ident)
+        await raw.hello(models=("fake-model",))
+        await net.wait_for(lambda: ident.pubkey in net.cp.sessions.nodes)
+        async with net.client() as c:
+            ask = asyncio.create_task(c.post("/v1/chat/completions", json=ASK))
+            job = control_decoder.decode(await raw.ws.recv())
+            await raw.send(Accept(job_id=job.job_id))
+            await raw.send(Fail(job_id=job.job_id, message="too big to store", usage=Usage(2**64 - 1, 2**64 - 1)))
+            await raw.send(Fail(job_id=job.job_id, message="the real failure", usage=Usage(1, 0)))
+            r = await ask
+        assert r.status_code == 502 and r.json()["error"]["message"] == "the real failure"
+        await net.cp.driver.settled()
+        row = await net.cp.store.jobs.get(job.job_id)
+        assert row["status"] == "failed" and row["prompt_tokens"] == 1  # the final row is stored
+        await raw.close()

@@ -21,6 +21,7 @@ from infernet.control.api import (
     money,
     nodes,
     openai,
+    openapi,
     probe,
 )
 from infernet.control.api.deps import admin, json, plane
@@ -49,7 +50,7 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", admin(metrics)),
-        *dashboard.routes, *events.routes, *openai.routes, *jobs.routes, *nodes.routes, *keys.routes, *money.routes, *probe.routes,
+        *dashboard.routes, *events.routes, *openai.routes, *jobs.routes, *nodes.routes, *keys.routes, *money.routes, *probe.routes, *openapi.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.HANDLERS, middleware=[Middleware(BodyLimit)])
     app.state.cp = cp

@@ -284,7 +284,9 @@ class Driver:
                 await self._step(live, J.ClaimRefused())
             return
         assert info is not None
-        terms = await self.billing.terms(s, self.placement.offer(node)) if self.billing is not None and live.purpose == "client" else None
+        # The node may have gone while the claim committed: its terms come from how it was
+        # seen, and the job frame that cannot reach it makes the attempt a retry.
+        terms = await self.billing.terms(s, self.placement.offer(node, info)) if self.billing is not None and live.purpose == "client" else None
         await self._step(live, J.Placed(node, terms))
 
     async def _wait_for_slot(self, live: LiveJob, waiter: Waiter) -> str | None:
@@ -377,8 +379,11 @@ class Driver:
         metered = live.metered
         tokens = metered.completion_tokens if metered is not None else 0  # never the node's own word
         outcome = J.outcome(event, new)
-        if metered is not None and metered.overclaimed:
-            self.health.verdict(node_id, False)  # billing for more than it served is cheating
+        # Billing for more than it served is cheating, but only where the node knew the count:
+        # an engine cut short by a cancel often has not said it yet, and then the node reports
+        # the bytes it produced, an upper bound (billed at the metered figure all the same).
+        if metered is not None and metered.overclaimed and new.status is J.JobStatus.COMPLETED:
+            self.health.verdict(node_id, False)
             outcome = J.Outcome.NEUTRAL
         self.health.judge(node_id, info.tier if info else None, outcome, Timing(live.sent_at, live.first_at, tokens))
         if new.status is J.JobStatus.COMPLETED:

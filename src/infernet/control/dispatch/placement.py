@@ -100,8 +100,9 @@ class Placement:
         """The online nodes serving `model`, from the fleet index (never a walk of the fleet)."""
         return [self.offer(s.node_id) for s in self.fleet.serving(model) if s.node_id in self.infos]
 
-    def offer(self, node_id: str) -> Offer:
-        info = self.infos[node_id]
+    def offer(self, node_id: str, info: NodeInfo | None = None) -> Offer:
+        """`info`: the node as it was seen when picked, for a node that may have left since."""
+        info = info or self.infos[node_id]
         return Offer(info, paid_tier(info.tier, self.health.verified(node_id, info.tier)))
 
     def context_of(self, model: str) -> int | None:

@@ -53,14 +53,17 @@ async def sweep(store: Store, billing: Billing | None, driver: Driver, *, alone:
     return taken
 
 
-async def release_ended_holds(store: Store, billing: Billing) -> int:
-    """Give back the holds of ended jobs, whatever their age: a job's settlement commits with
-    its final row, so an ended job still holding money is one whose run died between the two."""
+async def release_ended_holds(store: Store, billing: Billing, orphan_age_s: float = ORPHAN_AGE_S) -> int:
+    """Give back the holds of ended jobs, whatever their age (a job's settlement commits with
+    its final row, so an ended job still holding money is one whose run died between the
+    two), and holds older than `orphan_age_s` whose job row never came (the process died in
+    the milliseconds between the hold's commit and its job's). Run at start and then
+    periodically: a restart sooner than `orphan_age_s` after a crash finds orphans too young."""
     released = 0
     now = time.time()
     for job_id, created_at in await billing.ledger.open_holds():
         row = await store.jobs.get(job_id)
-        if (row is not None and row["status"] in TERMINAL) or (row is None and created_at < now - ORPHAN_AGE_S):
+        if (row is not None and row["status"] in TERMINAL) or (row is None and created_at < now - orphan_age_s):
             await billing.release(job_id)
             released += 1
     return released

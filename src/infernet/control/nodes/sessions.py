@@ -136,7 +136,10 @@ class _FrameReader:
                     frame = node_decoder.decode(whole)
                     if isinstance(frame, Part):
                         raise msgspec.ValidationError("a part inside a part")
-            except (msgspec.DecodeError, ValueError) as exc:
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                # RecursionError: msgspec's guard against deep nesting. It is a RuntimeError,
+                # which `serve` takes for a closed socket: uncaught here, one signed frame
+                # nested 1,000 deep would silently drop the node and every job it runs.
                 if isinstance(exc, FrameTooBig):
                     raise
                 self._skip(f"a frame it could not read ({exc})")

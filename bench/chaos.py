@@ -1,0 +1,488 @@
+"""Chaos runs: real processes, concurrent streaming clients, one fault a run, then the books.
+
+    python -m bench.chaos                      # every fault, defaults that finish in minutes
+    python -m bench.chaos --faults node_kill,cp_kill_1s --clients 150 --jobs 900
+
+Processes: a control plane (`bench/chaos_plane.py`, SQLite in a temp home, restarted with
+the same home after a SIGKILL), node daemons (`infernet start --foreground -b openai`, each
+its own home and identity), and one process of fake engines (`bench/chaos_engine.py`, one
+port a node) whose answers the checker can recompute and which logs what it sent. The
+clients stream chat completions with funded client keys; about `--cancel` of them hang up
+after a few events. Faults (`FAULTS`): a node SIGKILLed (and started again); the control
+plane SIGKILLed and restarted after 1 s or 6 s (the nodes reconnect by themselves); an
+engine that stalls; an engine that sends garbage. After each run `check` proves, from the
+API and the database: every job final; every stream that ended in [DONE] carried exactly
+the engine's answer, and was charged and receipted; nothing ran twice; ledger/check clean;
+receipts sum to the clients' spend; no client charged for a failed job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.chaos_engine import MODEL, answer, parse_prompt, prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_KEY = "inf-chaos-admin-" + "0" * 16
+INTERNAL_KEY_ID = "key_internal"
+TERMINAL = ("completed", "failed", "cancelled")
+FAULTS = ("none", "node_kill", "cp_kill_1s", "cp_kill_6s", "engine_stall", "engine_garbage")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(home: Path | None = None, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", **extra}
+    if home is not None:
+        env["INFERNET_HOME"] = str(home)
+    env.pop("INFERNET_API_KEY", None)
+    return env
+
+
+# -- the processes ---------------------------------------------------------------------------
+
+
+class Cluster:
+    """A control plane, `nodes` node daemons and their engines, each a real process."""
+
+    def __init__(self, nodes: int = 3, capacity: int = 16, word_delay_s: float = 0.002, quiet: bool = True) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="infernet-chaos-"))
+        self.home = self.dir / "plane"
+        self.home.mkdir()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.engine_ports = [free_port() for _ in range(nodes)]
+        self.engine_log = self.dir / "engine.jsonl"
+        self.capacity = capacity
+        self.out = subprocess.DEVNULL if quiet else None
+        self.engine = subprocess.Popen(
+            [sys.executable, "-m", "bench.chaos_engine", str(self.engine_log), *map(str, self.engine_ports)],
+            cwd=ROOT, env=_env(CHAOS_WORD_DELAY_S=str(word_delay_s)), stdout=self.out, stderr=self.out,
+        )
+        self.plane: subprocess.Popen[bytes] | None = None
+        self.nodes: list[subprocess.Popen[bytes] | None] = [None] * nodes
+        self.kills = 0
+
+    # control plane
+    def start_plane(self) -> None:
+        self.plane = subprocess.Popen([sys.executable, "-m", "bench.chaos_plane", str(self.home), str(self.port), ADMIN_KEY], cwd=ROOT, env=_env(), stdout=self.out, stderr=self.out)
+
+    def kill_plane(self) -> None:
+        assert self.plane is not None
+        self.plane.send_signal(signal.SIGKILL)
+        self.plane.wait()
+        self.kills += 1
+
+    # nodes
+    def start_node(self, i: int) -> None:
+        home = self.dir / f"node{i}"
+        home.mkdir(exist_ok=True)
+        args = [sys.executable, "-m", "infernet", "start", "--foreground", "-c", self.url, "-b", "openai",
+                "--backend-url", f"http://127.0.0.1:{self.engine_ports[i]}", "--capacity", str(self.capacity), "--name", f"chaos{i}"]
+        self.nodes[i] = subprocess.Popen(args, cwd=ROOT, env=_env(home), stdout=self.out, stderr=self.out)
+
+    def kill_node(self, i: int) -> None:
+        proc = self.nodes[i]
+        assert proc is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.kills += 1
+
+    async def set_mode(self, i: int, mode: str) -> None:
+        async with httpx.AsyncClient() as c:
+            (await c.post(f"http://127.0.0.1:{self.engine_ports[i]}/chaos/mode", json={"mode": mode})).raise_for_status()
+
+    # lifecycle
+    def admin(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+
+    async def wait_ready(self, nodes: int | None = None, timeout: float = 90) -> None:
+        """The control plane answers and `nodes` nodes are online."""
+        want = len(self.nodes) if nodes is None else nodes
+        deadline = time.monotonic() + timeout
+        async with self.admin() as c:
+            while True:
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    if (await c.get("/healthz")).json()["nodes"] >= want:
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{want} nodes did not come online")
+                if self.plane is not None and self.plane.poll() is not None:
+                    raise RuntimeError("the control plane exited")
+                await asyncio.sleep(0.1)
+
+    async def start(self) -> None:
+        self.start_plane()
+        for i in range(len(self.nodes)):
+            self.start_node(i)
+        await self.wait_ready()
+
+    def close(self) -> None:
+        for proc in [*self.nodes, self.plane, self.engine]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.nodes, self.plane, self.engine]:
+            if proc is not None:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{self.home / 'control.db'}?mode=ro", uri=True, timeout=30)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+
+# -- the clients -------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    nonce: str
+    words: int
+    key_id: str
+    stream: bool = True
+    cancel_after: int | None = None  # events read before hanging up
+    job_id: str = ""
+    text: str = ""
+    outcome: str = ""  # done | cancelled | error_event | http_<status> | cut | connection (dropped) | refused (never sent)
+    error: str = ""
+
+
+@dataclass
+class Fleet:
+    """Clients on funded keys, streaming concurrently until `jobs` requests were made."""
+
+    url: str
+    keys: list[tuple[str, str]]  # (key id, key)
+    clients: int = 150
+    jobs: int = 600
+    cancel: float = 0.10
+    stream: bool = True
+    min_words: int = 4
+    max_words: int = 40
+    seed: int = 1
+    done: list[Request] = field(default_factory=list)
+    refused: int = 0  # connections the control plane refused while it was down
+
+    async def run(self) -> list[Request]:
+        rng = random.Random(self.seed)
+        todo = [self._request(rng, i) for i in range(self.jobs)]
+        limits = httpx.Limits(max_connections=self.clients + 10, max_keepalive_connections=self.clients)
+        async with httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(60, connect=5), limits=limits) as http:
+            async def worker() -> None:
+                while todo:
+                    req = todo.pop()
+                    await self._one(http, req)
+                    if req.outcome == "refused":
+                        # The control plane is down (or up with no node back yet: a 503) and
+                        # nothing ran: back off, and ask again with a fresh request.
+                        self.refused += 1
+                        todo.append(self._request(rng, len(self.done) + self.refused))
+                        await asyncio.sleep(0.25)
+                        continue
+                    self.done.append(req)
+
+            await asyncio.gather(*(worker() for _ in range(self.clients)))
+        return self.done
+
+    def _request(self, rng: random.Random, i: int) -> Request:
+        key_id, _ = self.keys[i % len(self.keys)]
+        cancel = rng.randint(1, 2) if rng.random() < self.cancel and self.stream else None
+        return Request(secrets.token_hex(8), rng.randint(self.min_words, self.max_words), key_id, self.stream, cancel)
+
+    async def _one(self, http: httpx.AsyncClient, req: Request) -> None:
+        key = dict(self.keys)[req.key_id]
+        body = {"model": MODEL, "messages": [{"role": "user", "content": prompt(req.nonce, req.words)}], "max_tokens": req.words, "stream": req.stream}
+        headers = {"Authorization": f"Bearer {key}"}
+        try:
+            if not req.stream:
+                r = await http.post("/v1/chat/completions", json=body, headers=headers)
+                data = r.json()
+                if r.status_code == 200:
+                    req.job_id, req.text, req.outcome = data["id"], data["choices"][0]["message"]["content"], "done"
+                else:
+                    req.outcome, req.error = f"http_{r.status_code}", data["error"]["message"]
+                    if data["error"]["code"] == "no_nodes":
+                        req.outcome = "refused"
+                return
+            async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+                if r.status_code != 200:
+                    req.outcome, req.error = f"http_{r.status_code}", (await r.aread()).decode()[:200]
+                    if r.status_code == 503 and "no_nodes" in req.error:
+                        req.outcome = "refused"
+                    return
+                events = 0
+                finished = False
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    if line == "data: [DONE]":
+                        req.outcome = "done" if finished else "done_without_finish"
+                        return
+                    data = json.loads(line[6:])
+                    if "error" in data:
+                        req.outcome, req.error = "error_event", str(data["error"].get("code"))
+                        return
+                    req.job_id = data["id"]
+                    for choice in data.get("choices") or []:
+                        req.text += choice["delta"].get("content") or ""
+                        finished = finished or choice.get("finish_reason") is not None
+                    events += 1
+                    if req.cancel_after is not None and events >= req.cancel_after:
+                        req.outcome = "cancelled"
+                        return
+                req.outcome = "cut"  # the stream ended without [DONE] or an error event
+        except httpx.ConnectError:
+            req.outcome = "refused"
+        except (httpx.HTTPError, ValueError) as exc:
+            req.outcome, req.error = "connection", type(exc).__name__
+
+
+async def funded_keys(cluster: Cluster, n: int, usdc: str = "1000.00") -> list[tuple[str, str]]:
+    out = []
+    async with cluster.admin() as c:
+        for i in range(n):
+            rec = (await c.post("/api/v1/keys", json={"name": f"chaos{i}"})).json()
+            (await c.post(f"/api/v1/keys/{rec['id']}/credit", json={"amount": usdc})).raise_for_status()
+            out.append((rec["id"], rec["key"]))
+    return out
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+async def inject(cluster: Cluster, fault: str, fleet: Fleet) -> None:
+    """Wait until a quarter of the requests are answered, then do `fault` to the cluster."""
+    while len(fleet.done) < fleet.jobs // 4:
+        await asyncio.sleep(0.05)
+    if fault == "node_kill":
+        cluster.kill_node(0)
+        await asyncio.sleep(2.0)
+        cluster.start_node(0)  # same home, same identity: it rejoins
+    elif fault in ("cp_kill_1s", "cp_kill_6s"):
+        cluster.kill_plane()
+        await asyncio.sleep(1.0 if fault == "cp_kill_1s" else 6.0)
+        cluster.start_plane()
+    elif fault in ("engine_stall", "engine_garbage"):
+        await cluster.set_mode(0, fault.removeprefix("engine_"))
+        await asyncio.sleep(4.0)
+        await cluster.set_mode(0, "normal")
+
+
+# -- the checks --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    fault: str
+    requests: int = 0
+    jobs: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    client_errors: int = 0  # requests the client saw fail (an error event, a non-200, a dropped connection)
+    not_final: int = 0
+    mismatches: int = 0
+    double_runs: int = 0
+    charge_errors: int = 0
+    ledger_problems: int = 0
+    held: int = 0  # micro-USDC still in escrow after the run
+    internal: int = 0  # requests failed by a control-plane bug (internal_error)
+    seconds: float = 0.0
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.not_final + self.mismatches + self.double_runs + self.charge_errors + self.ledger_problems + self.internal + (1 if self.held else 0)
+
+    def row(self) -> list[Any]:
+        return [self.fault, self.requests, self.jobs, self.completed, self.cancelled, self.failed, self.client_errors,
+                self.not_final, self.mismatches, self.double_runs, self.charge_errors, self.ledger_problems, self.held, self.internal, f"{self.seconds:.0f}"]
+
+
+HEADER = ["fault", "requests", "jobs", "completed", "cancelled", "failed", "client errors", "not final", "mismatches", "double runs", "charge errors", "ledger problems", "held", "internal errors", "s"]
+
+
+async def settle(cluster: Cluster, timeout: float = 60) -> None:
+    """Wait until no job is open in the store and no money is held (the control plane ends
+    every job, and releases the holds a killed run left without a job: see chaos_plane)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.closing(cluster.db()) as db:
+            open_ = db.execute("SELECT count(*) FROM jobs WHERE status NOT IN ('completed','failed','cancelled')").fetchone()[0]
+            open_ += db.execute("SELECT count(*) FROM holds WHERE status = 'held'").fetchone()[0]
+        if not open_:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def check(cluster: Cluster, fault: str, requests: list[Request], keys: list[tuple[str, str]], credited: int) -> Report:
+    rep = Report(fault, requests=len(requests))
+    await settle(cluster)
+    async with cluster.admin() as c:
+        ledger = (await c.get("/api/v1/ledger/check")).json()
+        balances = {k: (await c.get("/api/v1/balance", params={"key_id": k})).json() for k, _ in keys}
+    rep.ledger_problems = len(ledger["problems"])
+    rep.details += [f"ledger: {p}" for p in ledger["problems"][:5]]
+    key_ids = {k for k, _ in keys}
+    with contextlib.closing(cluster.db()) as db:
+        jobs = [dict(r) for r in db.execute("SELECT * FROM jobs") if r["key_id"] in key_ids]
+        receipts = {r["job_id"]: dict(r) for r in db.execute("SELECT * FROM receipts")}
+        holds = {r["job_id"]: dict(r) for r in db.execute("SELECT * FROM holds")}
+    runs: Counter[str] = Counter()
+    sent: dict[str, str] = {}
+    for line in cluster.engine_log.read_text().splitlines():
+        rec = json.loads(line)
+        runs[rec["nonce"]] += 1
+        if rec["whole"] and rec["fault"] is None:
+            sent[rec["nonce"]] = rec["text"]
+    by_nonce: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        parsed = parse_prompt(json.loads(job["body"])["messages"][-1]["content"])
+        if parsed:
+            by_nonce.setdefault(parsed[0], []).append(job)
+    rep.jobs = len(jobs)
+    for job in jobs:
+        status = job["status"]
+        rep.completed += status == "completed"
+        rep.cancelled += status == "cancelled"
+        rep.failed += status == "failed"
+        if status not in TERMINAL:
+            rep.not_final += 1
+            rep.details.append(f"{job['id']} is still {status}")
+        receipt = receipts.get(job["id"])
+        if status == "failed" and (receipt is not None or (holds.get(job["id"]) or {}).get("charged")):
+            rep.charge_errors += 1
+            rep.details.append(f"{job['id']} failed but was charged")
+        if status == "completed":
+            parsed = parse_prompt(json.loads(job["body"])["messages"][-1]["content"])
+            assert parsed is not None
+            if receipt is None:
+                rep.charge_errors += 1
+                rep.details.append(f"{job['id']} completed without a receipt")
+            elif json.loads(receipt["settlement"])["output_tokens"] != len(answer(*parsed).split()):
+                rep.charge_errors += 1
+                rep.details.append(f"{job['id']} billed {json.loads(receipt['settlement'])['output_tokens']} tokens for {parsed[1]}")
+            if job["output"] != answer(*parsed):
+                rep.mismatches += 1
+                rep.details.append(f"{job['id']} stored text differs from the engine's answer")
+    for nonce, rows in by_nonce.items():
+        if len(rows) > 1 or runs[nonce] > sum(r["attempts"] for r in rows):
+            rep.double_runs += 1
+            rep.details.append(f"request {nonce}: {len(rows)} jobs, {runs[nonce]} engine runs for {sum(r['attempts'] for r in rows)} attempts")
+    rep.details.append("client outcomes: " + ", ".join(f"{k} {v}" for k, v in Counter(r.outcome for r in requests).most_common()))
+    errors = Counter(f"{r.outcome}: {r.error[:160]}" for r in requests if r.outcome.startswith(("http_", "error_event")))
+    rep.details += [f"{n} x {e}" for e, n in errors.most_common(3)]
+    status_of = {j["id"]: j["status"] for j in jobs}
+    for req in requests:
+        if req.outcome not in ("done", "cancelled"):
+            rep.client_errors += 1
+        rep.internal += "internal_error" in req.error
+        if req.outcome.startswith("done"):
+            want = answer(req.nonce, req.words)
+            if req.text != want or (req.nonce in sent and sent[req.nonce] != want) or req.outcome != "done":
+                rep.mismatches += 1
+                rep.details.append(f"request {req.nonce}: got {req.text[:40]!r}, the engine sent {want[:40]!r} ({req.outcome})")
+            if status_of.get(req.job_id) != "completed" or req.job_id not in receipts:
+                rep.charge_errors += 1
+                rep.details.append(f"request {req.nonce} saw [DONE] but job {req.job_id} is {status_of.get(req.job_id)}, receipt {req.job_id in receipts}")
+    for key_id, _ in keys:
+        bal = balances[key_id]
+        charged = sum(r["price"] for r in receipts.values() if r["key_id"] == key_id)
+        rep.held += bal["held"]
+        if credited - bal["available"] - bal["held"] != charged:
+            rep.charge_errors += 1
+            rep.details.append(f"{key_id}: spent {credited - bal['available'] - bal['held']} but its receipts total {charged}")
+    if rep.held:
+        rep.details.append(f"{rep.held} micro-USDC still held: " + ", ".join(j for j, h in holds.items() if h["status"] == "held")[:300])
+    return rep
+
+
+# -- a run ---------------------------------------------------------------------------------------------
+
+
+async def run_one(fault: str, *, clients: int = 150, jobs: int = 600, nodes: int = 3, capacity: int = 16, cancel: float = 0.10,
+                  stream: bool = True, min_words: int = 4, max_words: int = 40, word_delay_s: float = 0.002, seed: int = 1, quiet: bool = True) -> Report:
+    cluster = Cluster(nodes, capacity, word_delay_s, quiet)
+    started = time.monotonic()
+    try:
+        await cluster.start()
+        credit = "1000.00"
+        keys = await funded_keys(cluster, 10, credit)
+        fleet = Fleet(cluster.url, keys, clients=clients, jobs=jobs, cancel=cancel, stream=stream, min_words=min_words, max_words=max_words, seed=seed)
+        injector = asyncio.create_task(inject(cluster, fault, fleet))
+        requests = await fleet.run()
+        await injector
+        if cluster.plane is not None and cluster.plane.poll() is not None:
+            raise RuntimeError("the control plane died")
+        await cluster.wait_ready(0)
+        rep = await check(cluster, fault, requests, keys, 1000 * 1_000_000)
+    finally:
+        cluster.close()
+    rep.seconds = time.monotonic() - started
+    return rep
+
+
+def table(reports: list[Report]) -> str:
+    rows = [HEADER, *[list(map(str, r.row())) for r in reports]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from: {', '.join(FAULTS)}")
+    ap.add_argument("--clients", type=int, default=150, help="concurrent streaming clients")
+    ap.add_argument("--jobs", type=int, default=600, help="requests per run")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--capacity", type=int, default=16, help="jobs a node runs at once")
+    ap.add_argument("--cancel", type=float, default=0.10, help="share of clients that hang up mid-stream")
+    ap.add_argument("--word-delay", type=float, default=0.002, help="seconds the engine takes per word")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--verbose", action="store_true", help="show the processes' logs")
+    a = ap.parse_args()
+    reports = []
+    for fault in a.faults.split(","):
+        rep = asyncio.run(run_one(fault, clients=a.clients, jobs=a.jobs, nodes=a.nodes, capacity=a.capacity, cancel=a.cancel, word_delay_s=a.word_delay, seed=a.seed, quiet=not a.verbose))
+        reports.append(rep)
+        print(table([rep]).splitlines()[-1], flush=True)
+        for d in rep.details[:10]:
+            print("   ", d, flush=True)
+    print()
+    print(table(reports))
+    lost = sum(r.lost for r in reports)
+    print(f"\n{len(reports)} runs, {sum(r.requests for r in reports)} requests, {sum(r.jobs for r in reports)} jobs; lost: {lost}")
+    sys.exit(1 if lost else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The control plane of a chaos run, as its own process (so it can be SIGKILLed):
+
+    python -m bench.chaos_plane HOME PORT ADMIN_KEY
+
+SQLite in HOME (kept across restarts), fast heartbeats and a short stall timeout so faults
+play out in seconds (a hold a killed run left without its job is released after 3 s), no canaries (every job is a client's), and the chaos engine's
+tokenizer (a word a token), so what each job is billed can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from infernet.control import ControlPlane, Settings, create_app
+from infernet.control.api.server import config as server_config
+from infernet.control.health.verify import VerifyPolicy
+from infernet.control.money.metering import Tokenizers
+
+MODEL = "chaos-model"
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def settings() -> Settings:
+    return Settings(heartbeat_s=1.0, stall_timeout_s=3.0, queue_timeout_s=20.0, cancel_grace_s=2.0, verify=VerifyPolicy(canary_rate=0), max_queued_per_key=1000, orphan_hold_s=3.0)
+
+
+async def main(home: Path, port: int, admin_key: str) -> None:
+    cp = await ControlPlane.open(f"sqlite:///{home / 'control.db'}", settings(), data_dir=home)
+    cp.billing.tokenizers = Tokenizers({MODEL: lambda: words})
+    server = uvicorn.Server(server_config(create_app(cp, admin_key=admin_key), port=port, timeout_graceful_shutdown=3))
+    await server.serve()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
