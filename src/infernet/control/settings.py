@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from infernet.control.health.circuit import BreakerPolicy
@@ -22,3 +23,10 @@ class Settings:
     reputation_half_life_s: float = 3600.0
     verify: VerifyPolicy = field(default_factory=VerifyPolicy)
     seed: int | None = None  # routing and sampling randomness; fixed for reproducible runs
+    # Browser origins allowed to call the API (CORS); none by default. `INFERNET_CORS_ORIGINS`:
+    # comma-separated, or `*`.
+    cors_origins: tuple[str, ...] = field(default_factory=lambda: cors_from_env(os.environ.get("INFERNET_CORS_ORIGINS", "")))
+
+
+def cors_from_env(value: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())

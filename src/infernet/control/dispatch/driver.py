@@ -117,7 +117,7 @@ class Driver:
         live.last_frame = time.monotonic()
         if type(msg) is JobFrame:
             if type(msg.frame) is M.Tokens:  # the hot path: straight into the event log
-                live.push_text(msg.frame.text)
+                live.push_tokens(msg.frame)
                 return
             if type(msg.frame) is not M.Accept:
                 live.listening = None
