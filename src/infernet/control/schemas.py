@@ -236,10 +236,10 @@ class JobRequest(msgspec.Struct, kw_only=True):
 
 def _param_of(err: msgspec.ValidationError) -> str | None:
     text = str(err)
-    at = text.rfind("at `$.")
+    at = text.rfind("`$.")  # "... at `$.x.y`", or "... at `key` in `$.x`"
     if at < 0:
         return None
-    parts = text[at + 6 :].rstrip("`").split("[")[0].split(".")
+    parts = text[at + 3 :].rstrip("`").split("[")[0].split(".")
     if parts[0] == "infernet" and len(parts) > 1:  # name the field inside the extension object
         return ".".join(parts[:2])
     return parts[0] or None
