@@ -27,7 +27,7 @@ from infernet.protocol.messages import ModelAd, Usage
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 # Each honoured by the decoding loop itself: tools and response formats under llama.cpp
 # grammars, logprobs from the logits, penalties and logit bias in the sampler chain.
-FEATURES = ("tools", "json_object", "json_schema", "logprobs", "penalties", "logit_bias")
+FEATURES = ("tools", "tool_choice", "json_object", "json_schema", "logprobs", "penalties", "logit_bias")
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -290,8 +290,11 @@ def needs(kind: str, body: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     if kind == "embedding":
         return out
-    if body.get("tools") and body.get("tool_choice") != "none":
+    choice = body.get("tool_choice")
+    if body.get("tools") and choice != "none":
         out["tools"] = "tools"
+        if choice == "required" or isinstance(choice, dict):  # forcing a call, not just offering tools
+            out["tool_choice"] = "tool_choice"
     fmt = (body.get("response_format") or {}).get("type")
     if fmt in ("json_object", "json_schema"):
         out[fmt] = "response_format"

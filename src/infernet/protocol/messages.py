@@ -43,7 +43,7 @@ class ModelAd(msgspec.Struct, frozen=True):
 
 # What a request may need of a model beyond text in, text out (docs/api.md lists which
 # parameter needs which, and which engine honours each).
-FEATURES = ("tools", "json_object", "json_schema", "logprobs", "penalties", "logit_bias")
+FEATURES = ("tools", "tool_choice", "json_object", "json_schema", "logprobs", "penalties", "logit_bias")
 MODALITIES = ("text", "image")
 
 
