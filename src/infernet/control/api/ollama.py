@@ -87,6 +87,8 @@ class _Generation(msgspec.Struct, kw_only=True):
     stream: bool = True
     keep_alive: str | int | float | None = None  # accepted; the serving node's engine decides
     think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class ChatBody(_Generation, kw_only=True):
@@ -132,7 +134,8 @@ def _decode(raw: bytes, kind: type) -> Any:
 
 # OpenAI parameter -> the Ollama field it came from, so a refusal names what the client sent.
 _OLLAMA_NAME = {"max_tokens": "options.num_predict", "temperature": "options.temperature", "top_p": "options.top_p", "seed": "options.seed", "stop": "options.stop",
-                "presence_penalty": "options.presence_penalty", "frequency_penalty": "options.frequency_penalty", "response_format": "format", "prompt": "prompt"}
+                "presence_penalty": "options.presence_penalty", "frequency_penalty": "options.frequency_penalty", "response_format": "format", "prompt": "prompt",
+                "logprobs": "top_logprobs"}
 
 
 def _normalized(kind: type[msgspec.Struct], data: dict[str, Any]) -> Any:
@@ -162,6 +165,10 @@ def _sampling(body: _Generation) -> dict[str, Any]:
             out["stop"] = o.stop
     if body.think:
         raise InvalidRequest("`think` is not supported here.", param="think", code="unsupported_parameter")
+    if body.logprobs:
+        out["logprobs"] = True
+        if body.top_logprobs:
+            out["top_logprobs"] = body.top_logprobs
     if isinstance(body.format, dict):
         out["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": body.format, "strict": True}}
     elif body.format == "json":
@@ -216,7 +223,10 @@ def generate_request(body: GenerateBody) -> tuple[str, Any]:
     if body.raw:
         if body.images:
             raise InvalidRequest("`images` need the chat template; a raw prompt cannot carry them.", param="images")
-        return "completion", _normalized(schemas.CompletionRequest, {**_sampling(body), "prompt": body.prompt})
+        data = {**_sampling(body), "prompt": body.prompt}
+        if data.pop("logprobs", None):  # the completions API counts its alternatives in `logprobs`
+            data["logprobs"] = data.pop("top_logprobs", 0)
+        return "completion", _normalized(schemas.CompletionRequest, data)
     messages: list[dict[str, Any]] = [{"role": "system", "content": body.system}] if body.system else []
     content: Any = [{"type": "text", "text": body.prompt}, *_images(body.images)] if body.images else body.prompt
     messages.append({"role": "user", "content": content})
@@ -274,13 +284,15 @@ class _Answer:
         self.chat = chat
         self.model = job.model
 
-    def piece(self, text: str) -> dict[str, Any]:
+    def piece(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "created_at": _now()}
         if self.chat:
             out["message"] = {"role": "assistant", "content": text}
         else:
             out["response"] = text
         out["done"] = False
+        if logprobs:
+            out["logprobs"] = logprobs
         return out
 
     def calls(self) -> dict[str, Any] | None:
@@ -291,9 +303,10 @@ class _Answer:
             out["message"]["tool_calls"] = _ollama_calls(self.job)
         return out
 
-    def final(self, text: str, *, calls: bool = False) -> dict[str, Any]:
-        out = self.piece(text)
-        if calls and self.chat and self.job.calls:
+    def final(self, text: str, *, whole: bool = False) -> dict[str, Any]:
+        """The last line; `whole`: the unstreamed answer, with every call and logprob."""
+        out = self.piece(text, self.job.logprobs if whole else None)
+        if whole and self.chat and self.job.calls:
             out["message"]["tool_calls"] = _ollama_calls(self.job)
         out.update(done=True, done_reason=_done_reason(self.job), **_counts(self.job))
         return out
@@ -312,15 +325,15 @@ async def _generation(request: Request, key: KeyRecord, kind: str, req: Any, str
     if job.status is not JobStatus.COMPLETED:
         raise failure(job)
     text = (job.content or "") if chat else job.output
-    return _json(answer.final(text, calls=True))
+    return _json(answer.final(text, whole=True))
 
 
 async def _stream(job: LiveJob, answer: _Answer) -> AsyncIterator[bytes]:
     try:
         async for _, typ, data in job.follow():
             if typ == "token":
-                if data["text"]:
-                    yield _line(answer.piece(data["text"]))
+                if data["text"] or data.get("logprobs"):
+                    yield _line(answer.piece(data["text"], data.get("logprobs")))
             elif typ == "done":
                 calls = answer.calls()
                 if calls is not None:
