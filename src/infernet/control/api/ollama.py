@@ -40,30 +40,10 @@ EPOCH = "1970-01-01T00:00:00Z"
 # -- requests ---------------------------------------------------------------------------
 
 
-class Options(msgspec.Struct, kw_only=True):
-    """Ollama's `options`. Sampling ones are honoured; load-time ones (num_ctx, num_gpu,
-    ...) are the serving node's to choose and are ignored; the rest are refused by name."""
-
-    num_predict: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    top_k: Any = None
-    min_p: Any = None
-    typical_p: Any = None
-    repeat_penalty: Any = None
-    repeat_last_n: Any = None
-    mirostat: Any = None
-    mirostat_tau: Any = None
-    mirostat_eta: Any = None
-    tfs_z: Any = None
-    penalize_newline: Any = None
-    num_keep: Any = None
-
-
+# Ollama's `options`: the sampling ones are honoured (validated as their OpenAI twins);
+# load-time ones (num_ctx, num_gpu, ...) are the serving node's to choose and are ignored;
+# these are refused by name, as the normalized request has nothing to carry them in.
+_SAMPLING_OPTIONS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "stop")
 _REFUSED_OPTIONS = ("top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "mirostat", "mirostat_tau", "mirostat_eta", "tfs_z", "penalize_newline", "num_keep")
 
 
@@ -83,7 +63,7 @@ class OllamaMessage(msgspec.Struct, kw_only=True):
 class _Generation(msgspec.Struct, kw_only=True):
     model: Annotated[str, msgspec.Meta(min_length=1)]
     format: str | dict[str, Any] | None = None
-    options: Options | None = None
+    options: dict[str, Any] | None = None
     stream: bool = True
     keep_alive: str | int | float | None = None  # accepted; the serving node's engine decides
     think: bool | str | None = None
@@ -151,18 +131,14 @@ def _normalized(kind: type[msgspec.Struct], data: dict[str, Any]) -> Any:
 
 def _sampling(body: _Generation) -> dict[str, Any]:
     out: dict[str, Any] = {"model": body.model}
-    o = body.options
-    if o is not None:
-        for name in _REFUSED_OPTIONS:
-            if getattr(o, name) is not None:
-                raise InvalidRequest(f"`options.{name}` is not supported here.", param=f"options.{name}", code="unsupported_parameter")
-        if o.num_predict is not None and o.num_predict > 0:  # -1: no limit, -2: fill the context
-            out["max_tokens"] = o.num_predict
-        for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
-            if getattr(o, name) is not None:
-                out[name] = getattr(o, name)
-        if o.stop:
-            out["stop"] = o.stop
+    o = body.options or {}
+    for name in _REFUSED_OPTIONS:
+        if o.get(name) is not None:
+            raise InvalidRequest(f"`options.{name}` is not supported here.", param=f"options.{name}", code="unsupported_parameter")
+    cap = o.get("num_predict")
+    if cap is not None and not (isinstance(cap, int) and cap < 0):  # -1: no limit, -2: fill the context
+        out["max_tokens"] = cap
+    out.update((name, o[name]) for name in _SAMPLING_OPTIONS if o.get(name) is not None)
     if body.think:
         raise InvalidRequest("`think` is not supported here.", param="think", code="unsupported_parameter")
     if body.logprobs:
