@@ -193,6 +193,11 @@ def test_required_tool_choice_returns_a_valid_call_and_the_stream_reassembles_it
     assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
     named = up.client.chat.completions.create(**{**kw, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})
     assert named.choices[0].message.tool_calls[0].function.name == "get_weather"
+    # The node's count of the call (and of its tool-laden prompt) is what the control plane
+    # counts in the relayed text: billed as claimed, not as an overclaim.
+    receipt = httpx.get(f"{up.url}/api/v1/jobs/{r.id}/receipt", headers={"Authorization": f"Bearer {up.key}"}).json()
+    assert receipt["settlement"]["metered"] == "claimed", receipt["settlement"]
+    assert receipt["settlement"]["output_tokens"] == r.usage.completion_tokens > 0
 
 
 def test_logprobs_come_back_with_the_asked_number_of_alternatives(up, reference):
