@@ -155,8 +155,7 @@ class CallStream:
         if self.name is None:
             return []
         tail = self.held.rstrip()
-        if tail.endswith("}"):
-            tail = tail[:-1]
+        tail = tail.removesuffix("}")
         self.held = ""
         tail = tail.rstrip()
         return [{"index": 0, "function": {"arguments": tail}}] if tail else []

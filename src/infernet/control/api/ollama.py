@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Annotated, Any
 
 import msgspec
@@ -26,7 +26,13 @@ from starlette.routing import Route
 from infernet.control import schemas
 from infernet.control.api.deps import keyed, plane
 from infernet.control.api.errors import status_of
-from infernet.control.api.openai import failure, model_entries, served, start_job, wait_unless_disconnected
+from infernet.control.api.openai import (
+    failure,
+    model_entries,
+    served,
+    start_job,
+    wait_unless_disconnected,
+)
 from infernet.control.dispatch.jobs import JobStatus
 from infernet.control.dispatch.live import LiveJob
 from infernet.control.errors import InfernetError, InvalidRequest, ModelNotFound
@@ -213,7 +219,7 @@ def generate_request(body: GenerateBody) -> tuple[str, Any]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _line(data: dict[str, Any]) -> bytes:
@@ -384,7 +390,7 @@ def _digest(name: str) -> str:
 
 
 def _stamp(created: int) -> str:
-    return datetime.fromtimestamp(created, timezone.utc).isoformat().replace("+00:00", "Z") if created else EPOCH
+    return datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z") if created else EPOCH
 
 
 async def tags(request: Request, key: KeyRecord) -> Response:

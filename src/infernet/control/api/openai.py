@@ -22,7 +22,12 @@ from infernet.control.api.openai_format import (
 )
 from infernet.control.dispatch.jobs import JobStatus
 from infernet.control.dispatch.live import LiveJob
-from infernet.control.errors import ClientClosed, InvalidRequest, JobFailed, ModelNotFound
+from infernet.control.errors import (
+    ClientClosed,
+    InvalidRequest,
+    JobFailed,
+    ModelNotFound,
+)
 from infernet.control.money import metering
 from infernet.control.store import KeyRecord
 from infernet.protocol.messages import FEATURES, MODALITIES
