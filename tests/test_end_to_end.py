@@ -158,6 +158,107 @@ def test_infernet_chat_cli(up):
     assert bad.returncode == 1 and "nope" in bad.stderr and "Traceback" not in bad.stderr
 
 
+# -- the API surface on the real model -------------------------------------------------------
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}}, "required": ["city"], "additionalProperties": False},
+}}]
+PARIS = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_json_schema_answers_parse_and_match_the_schema(up):
+    from pydantic import BaseModel, Field
+
+    class Person(BaseModel):
+        name: str = Field(max_length=30)
+        age: int
+
+    parsed = up.client.chat.completions.parse(model=MODEL, messages=[{"role": "user", "content": "Invent a person."}], response_format=Person, temperature=0, max_tokens=60)
+    person = parsed.choices[0].message.parsed
+    assert isinstance(person, Person) and person.name
+    loose = up.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "List two fruits."}], response_format={"type": "json_object"}, max_tokens=80, seed=1)
+    assert isinstance(json.loads(loose.choices[0].message.content), dict)
+
+
+def test_required_tool_choice_returns_a_valid_call_and_the_stream_reassembles_it(up):
+    kw = dict(model=MODEL, messages=PARIS, tools=WEATHER, tool_choice="required", temperature=0, max_tokens=60)
+    r = up.client.chat.completions.create(**kw)
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    (call,) = r.choices[0].message.tool_calls
+    args = json.loads(call.function.arguments)
+    assert call.function.name == "get_weather" and set(args) == {"city"} and isinstance(args["city"], str)
+    deltas = [d for c in up.client.chat.completions.create(**kw, stream=True) if c.choices for d in c.choices[0].delta.tool_calls or ()]
+    assert deltas[0].function.name == "get_weather" and deltas[0].id
+    assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
+    named = up.client.chat.completions.create(**{**kw, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})
+    assert named.choices[0].message.tool_calls[0].function.name == "get_weather"
+    # The node's count of the call (and of its tool-laden prompt) is what the control plane
+    # counts in the relayed text: billed as claimed, not as an overclaim.
+    receipt = httpx.get(f"{up.url}/api/v1/jobs/{r.id}/receipt", headers={"Authorization": f"Bearer {up.key}"}).json()
+    assert receipt["settlement"]["metered"] == "claimed", receipt["settlement"]
+    assert receipt["settlement"]["output_tokens"] == r.usage.completion_tokens > 0
+
+
+def test_logprobs_come_back_with_the_asked_number_of_alternatives(up, reference):
+    r = up.client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=8, logprobs=True, top_logprobs=4)
+    entries = r.choices[0].logprobs.content
+    assert len(entries) == r.usage.completion_tokens and all(len(e.top_logprobs) == 4 for e in entries)
+    assert "".join(e.token for e in entries) == r.choices[0].message.content
+    # Greedy: the chosen token is the most likely one, and the alternatives come in order.
+    for e in entries:
+        assert e.logprob == pytest.approx(e.top_logprobs[0].logprob) and [t.logprob for t in e.top_logprobs] == sorted((t.logprob for t in e.top_logprobs), reverse=True)
+    comp = up.client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0, logprobs=2)
+    assert all(len(t) == 2 for t in comp.choices[0].logprobs.top_logprobs) and len(comp.choices[0].logprobs.tokens) == 4
+
+
+def test_penalties_and_bias_are_applied(up, reference):
+    base = dict(model=MODEL, messages=[{"role": "user", "content": "Say the word hello five times."}], temperature=0, max_tokens=20)
+    plain = up.client.chat.completions.create(**base).choices[0].message.content
+    first = reference.tokenize(plain.encode(), add_bos=False)[0]
+    biased = up.client.chat.completions.create(**base, logit_bias={str(first): -100}).choices[0].message.content
+    assert reference.tokenize(biased.encode(), add_bos=False)[0] != first
+    assert up.client.chat.completions.create(**base, frequency_penalty=2.0).choices[0].message.content != plain
+
+
+def test_each_refused_parameter_is_a_400_naming_it(up):
+    cases = [
+        ({"presence_penalty": 5}, "presence_penalty"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}, "messages[0].content"),
+        ({"top_logprobs": 30, "logprobs": True}, "top_logprobs"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"n": 2}, "n"),
+    ]
+    for extra, param in cases:
+        with pytest.raises(openai.BadRequestError) as err:
+            up.client.chat.completions.create(**{"model": MODEL, "messages": QUESTION, "max_tokens": 5, **extra})
+        assert err.value.body["param"] == param, (extra, err.value.body)
+    with pytest.raises(openai.BadRequestError) as err:
+        up.client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=5, logit_bias={"999999": 5})
+    assert "logit_bias" in err.value.message
+    info = up.client.models.retrieve(MODEL)
+    assert info.model_extra["max_model_len"] == 4096 and info.model_extra["input_modalities"] == ["text"]
+    assert {"tools", "tool_choice", "json_schema", "logprobs"} <= set(info.model_extra["features"])
+
+
+def test_the_ollama_api_serves_the_real_model(up):
+    import ollama
+
+    c = ollama.Client(host=up.url, headers={"Authorization": f"Bearer {up.key}"})
+    assert MODEL in [m.model for m in c.list().models]
+    whole = c.chat(model=MODEL, messages=QUESTION, options={"temperature": 0, "num_predict": 40})
+    api = up.client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40)
+    assert whole.message.content == api.choices[0].message.content
+    assert whole.eval_count == api.usage.completion_tokens and whole.prompt_eval_count == api.usage.prompt_tokens
+    streamed = "".join(p.message.content for p in c.chat(model=MODEL, messages=QUESTION, options={"temperature": 0, "num_predict": 40}, stream=True))
+    assert streamed == whole.message.content
+    shaped = c.chat(model=MODEL, messages=[{"role": "user", "content": "Invent a person."}], format={"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}}, "required": ["name"]}, options={"temperature": 0, "num_predict": 40})
+    assert set(json.loads(shaped.message.content)) == {"name"}
+    raw = c.generate(model=MODEL, prompt="The capital of France is", raw=True, options={"temperature": 0, "num_predict": 12})
+    assert raw.response == up.client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=12, temperature=0).choices[0].text
+
+
 def test_killing_the_node_mid_stream_fails_the_job_cleanly(up):
     stream = up.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}], max_tokens=2000, stream=True)
     job_id, got = None, 0
@@ -192,3 +293,4 @@ def test_restart_keeps_earlier_jobs_readable(up, tmp_path):
         assert again.key == up.key
     finally:
         again.stop()
+

@@ -215,8 +215,11 @@ async def test_openai_adapter_parses_the_recorded_bytes(flavour):
         await backend.aclose()
 
 
-async def test_llamacpp_python_stream_without_usage_is_metered_by_a_probe():
-    """llama-cpp-python's server (recorded live) streams no usage at all."""
+@pytest.mark.parametrize("tokenizer", [True, False])
+async def test_llamacpp_python_stream_without_usage_is_metered_by_a_probe_and_its_tokenizer(tokenizer):
+    """llama-cpp-python's server (recorded live) streams no usage at all: the prompt is
+    counted by a 1-token probe, the answer by the engine's tokenizer (its bytes without one),
+    never by the number of streamed pieces."""
     routes = {
         ("GET", "/v1/models"): (200, "application/json", sample("llamacpp_python_models.json")),
         ("POST", "/v1/chat/completions"): (200, "text/event-stream", sample("llamacpp_python_chat_stream.sse")),
@@ -231,8 +234,16 @@ async def test_llamacpp_python_stream_without_usage_is_metered_by_a_probe():
         assert body["max_tokens"] == 1
         return Response(probe_bytes, media_type="application/json")
 
+    counted: list[Any] = []
+
+    async def count(request: Request) -> Response:  # llama-cpp-python's TokenizeInputCountResponse
+        counted.append(json.loads(await request.body()))
+        return Response(json.dumps({"count": 7}), media_type="application/json")
+
     app = replay(routes)
     app.router.routes.insert(0, Route("/v1/chat/completions", chat, methods=["POST"]))
+    if tokenizer:
+        app.router.routes.insert(0, Route("/extras/tokenize/count", count, methods=["POST"]))
     async with serve(app) as url:
         backend = OpenAICompatBackend(url, engine="llamacpp")
         ads = await backend.models()
@@ -240,6 +251,9 @@ async def test_llamacpp_python_stream_without_usage_is_metered_by_a_probe():
         assert (await backend.health()).ok  # no /health: ready when it lists models
         assert await backend.capacity() == 1  # no /props, no /slots
         chunks = [c async for c in backend.chat({"model": ads[0].name, "messages": [{"role": "user", "content": "Say hi"}]})]
-        pieces = [c.text for c in chunks if c.text]
-        assert chunks[-1].usage == Usage(32, len(pieces)) and len(pieces) == 4
+        text = "".join(c.text for c in chunks)
+        if tokenizer:
+            assert counted == [{"input": text}] and chunks[-1].usage == Usage(32, 7)
+        else:
+            assert chunks[-1].usage == Usage(32, len(text.encode()))
         await backend.aclose()

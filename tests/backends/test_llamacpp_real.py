@@ -79,6 +79,24 @@ async def test_adapter_streams_with_the_engines_own_token_counts(engine):
     assert chunks[-1].usage.completion_tokens == ref["usage"]["completion_tokens"]
 
 
+async def test_structured_output_and_token_counts_from_the_real_server(engine):
+    """The adapter's llama.cpp dialect (`response_format: {type: json_object, schema}`) is
+    what llama-cpp-python's server constrains by, and its tokenizer counts what it made."""
+    url, _ = engine
+    backend = OpenAICompatBackend(url, engine="llamacpp")
+    (ad,) = await backend.models()
+    assert set(ad.features) == {"json_object", "json_schema", "penalties", "logit_bias"}  # no /props: no logprobs, no tools
+    schema = {"type": "object", "properties": {"capital": {"type": "string", "maxLength": 30}}, "required": ["capital"]}
+    body = {**ASK, "model": MODEL, "max_tokens": 40, "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}}
+    chunks = [c async for c in backend.chat(body)]
+    text = "".join(c.text for c in chunks)
+    assert set(json.loads(text)) == {"capital"}
+    counted = await backend.count_tokens(text)
+    await backend.aclose()
+    ref = httpx.post(url + "/extras/tokenize/count", json={"input": text}, timeout=30).json()["count"]
+    assert counted == ref and chunks[-1].usage.completion_tokens == ref
+
+
 async def test_cancel_aborts_the_engine_request(engine):
     url, log_path = engine
     backend = OpenAICompatBackend(url, engine="llamacpp")

@@ -194,3 +194,88 @@ async def test_embed_returns_openai_shape_float_and_base64():
             await backend.embed({"model": "nope", "input": "x"})
         assert err.value.code == "model_not_found"
         await backend.aclose()
+
+
+# -- the API surface: what Ollama is sent, and what comes back ----------------------------
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}}]
+
+
+async def sent_chat(body: dict, **kw) -> dict:
+    fake = FakeOllama(**kw)
+    async with serve(fake.app) as url:
+        backend = OllamaBackend(url)
+        await collect(backend.chat({**CHAT, **body}))
+        await backend.aclose()
+    return fake.requests[-1][1]
+
+
+@pytest.mark.parametrize("fmt, expected", [
+    ({"type": "json_object"}, "json"),
+    ({"type": "json_schema", "json_schema": {"name": "c", "schema": SCHEMA}}, SCHEMA),
+])
+async def test_response_format_becomes_ollamas_format(fmt, expected):
+    sent = await sent_chat({"response_format": fmt})
+    assert sent["format"] == expected and "response_format" not in sent
+
+
+async def test_tools_history_images_and_logprobs_in_ollamas_shape():
+    png = "iVBORw0KGgoAAAANSUhEUg=="
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    sent = await sent_chat({"messages": messages, "tools": TOOLS, "logprobs": True, "top_logprobs": 3, "presence_penalty": 0.5})
+    assert sent["messages"][0] == {"role": "user", "content": "what is this", "images": [png]}
+    assert sent["messages"][1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
+    assert sent["messages"][2] == {"role": "tool", "content": "sunny", "tool_name": "get_weather"}
+    assert sent["tools"] == TOOLS and sent["logprobs"] is True and sent["top_logprobs"] == 3
+    assert sent["options"]["presence_penalty"] == 0.5
+
+
+async def test_an_image_url_ollama_cannot_take_is_an_invalid_request():
+    fake = FakeOllama()
+    async with serve(fake.app) as url:
+        backend = OllamaBackend(url)
+        with pytest.raises(BackendError) as err:
+            await collect(backend.chat({**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]}))
+        await backend.aclose()
+    assert err.value.code == "invalid_request" and "data: URL" in err.value.message
+
+
+async def test_a_tool_call_comes_back_as_one_delta_and_finishes_tool_calls():
+    fake = FakeOllama(tool_call=("get_weather", {"city": "Paris"}))
+    async with serve(fake.app) as url:
+        backend = OllamaBackend(url)
+        chunks = [c async for c in backend.chat({**CHAT, "tools": TOOLS})]
+        await backend.aclose()
+    (delta,) = [d for c in chunks for d in c.tool_calls or ()]
+    assert delta == {"index": 0, "id": "call_k1w2x3y4", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    assert chunks[-1].finish_reason == "tool_calls"
+
+
+async def test_logprobs_stream_back_chat_shaped():
+    fake = FakeOllama(reply="a b")
+    async with serve(fake.app) as url:
+        backend = OllamaBackend(url)
+        chunks = [c async for c in backend.chat({**CHAT, "logprobs": True, "top_logprobs": 2})]
+        await backend.aclose()
+    entries = [e for c in chunks for e in c.logprobs or ()]
+    assert [e["token"] for e in entries] == ["a", " b"] and [len(e["top_logprobs"]) for e in entries] == [2, 2]
+
+
+@pytest.mark.parametrize("version, caps, features, modalities", [
+    ("0.5.7", ("completion", "tools"), {"json_object", "json_schema", "penalties", "tools"}, {"text"}),
+    ("0.12.11", ("completion", "vision"), {"json_object", "json_schema", "penalties", "logprobs"}, {"text", "image"}),
+    ("0.4.7", ("completion",), {"json_object", "penalties"}, {"text"}),
+])
+async def test_ollama_advertises_by_its_version_and_the_models_capabilities(version, caps, features, modalities):
+    fake = FakeOllama(version=version, models={"m:latest": OllamaModel(capabilities=caps)})
+    async with serve(fake.app) as url:
+        backend = OllamaBackend(url)
+        (ad,) = await backend.models()
+        await backend.aclose()
+    assert set(ad.features) == features and set(ad.modalities) == modalities
+    assert "tool_choice" not in ad.features and "logit_bias" not in ad.features  # Ollama cannot force a call or bias tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -172,3 +173,103 @@ async def test_embeddings_are_reencoded_uniformly():
         assert fake.requests[-1][1]["encoding_format"] == "float"
         assert isinstance(out["data"][0]["embedding"], str) and out["usage"]["prompt_tokens"] == 3
         await backend.aclose()
+
+
+# -- the API surface: what each engine is sent, and what comes back -----------------------
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}}]
+
+
+async def sent_for(flavour: str, body: dict, **kw) -> dict:
+    fake = engine(flavour, **kw)
+    async with serve(fake.app) as url:
+        backend = OpenAICompatBackend(url, engine=flavour)
+        await backend.models()
+        await collect(backend.chat(chat_body(flavour, **body)))
+        await backend.aclose()
+    return fake.requests[-1][1]
+
+
+@pytest.mark.parametrize("flavour, version, fmt, expected", [
+    ("vllm", "0.11.0", "json_schema", {"structured_outputs": {"json": SCHEMA}}),
+    ("vllm", "0.11.0", "json_object", {"structured_outputs": {"json_object": True}}),
+    ("vllm", "0.6.3.post1", "json_schema", {"guided_json": SCHEMA}),
+    ("vllm", "0.6.3.post1", "json_object", {"response_format": {"type": "json_object"}}),
+    ("llamacpp", None, "json_schema", {"response_format": {"type": "json_object", "schema": SCHEMA}}),
+    ("llamacpp", None, "json_object", {"response_format": {"type": "json_object"}}),
+    ("sglang", None, "json_schema", {"response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}}}),
+    ("sglang", None, "json_object", {"response_format": {"type": "json_object"}}),
+])
+async def test_structured_output_goes_in_each_engines_guided_decoding_fields(flavour, version, fmt, expected):
+    rf = {"type": "json_object"} if fmt == "json_object" else {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}}
+    sent = await sent_for(flavour, {"response_format": rf}, **({"version": version} if version else {}))
+    for key, value in expected.items():
+        assert sent[key] == value
+    guided = {"structured_outputs", "guided_json", "response_format"} - set(expected)
+    assert not guided & set(sent), f"sent more than one way: {sorted(guided & set(sent))}"
+
+
+async def test_sampling_parameters_tools_and_logprobs_reach_the_engine_as_given(flavour):
+    extra = {"presence_penalty": 0.5, "frequency_penalty": -0.5, "logit_bias": {"42": -100.0}, "logprobs": True, "top_logprobs": 2,
+             "tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False}
+    sent = await sent_for(flavour, extra)
+    assert {k: sent[k] for k in extra} == extra
+
+
+async def test_streamed_tool_calls_reassemble_to_the_engines_call(flavour):
+    fake = engine(flavour, tool_call=("get_weather", {"city": "Paris"}))
+    async with serve(fake.app) as url:
+        backend = OpenAICompatBackend(url, engine=flavour)
+        _, chunks = await collect(backend.chat(chat_body(flavour, tools=TOOLS)))
+        await backend.aclose()
+    deltas = [d for c in chunks for d in c.tool_calls or ()]
+    assert deltas[0]["id"] == "chatcmpl-tool-5d1f3c" and deltas[0]["function"]["name"] == "get_weather"
+    assert all("id" not in d and "name" not in d["function"] for d in deltas[1:])  # nulls dropped
+    assert json.loads("".join(d["function"].get("arguments", "") for d in deltas)) == {"city": "Paris"}
+    assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage == Usage(3, 3)
+
+
+async def test_logprobs_come_back_chat_shaped_for_chat_and_completions(flavour):
+    fake = engine(flavour, reply="a b")
+    async with serve(fake.app) as url:
+        backend = OpenAICompatBackend(url, engine=flavour)
+        _, chat = await collect(backend.chat(chat_body(flavour, logprobs=True, top_logprobs=2)))
+        _, comp = await collect(backend.complete({"model": PUBLIC[flavour], "prompt": "x", "logprobs": 3}))
+        await backend.aclose()
+    entries = [e for c in chat for e in c.logprobs or ()]
+    assert [e["token"] for e in entries] == ["a", " b"] and [len(e["top_logprobs"]) for e in entries] == [2, 2]
+    legacy = [e for c in comp for e in c.logprobs or ()]
+    assert [e["token"] for e in legacy] == ["a", " b"] and [len(e["top_logprobs"]) for e in legacy] == [3, 3]
+    assert legacy[0]["logprob"] == pytest.approx(-0.1) and legacy[0]["bytes"] == [97]
+
+
+async def test_each_engine_advertises_what_it_honours():
+    expected = {
+        "vllm": ({"tools", "tool_choice", "json_object", "json_schema", "logprobs", "penalties", "logit_bias"}, {"text"}),
+        "sglang": ({"tools", "tool_choice", "json_object", "json_schema", "logprobs", "penalties", "logit_bias"}, {"text", "image"}),
+        "llamacpp": ({"tools", "tool_choice", "json_object", "json_schema", "logprobs", "penalties", "logit_bias"}, {"text", "image"}),
+    }
+    for flavour, (features, modalities) in expected.items():
+        fake = engine(flavour, vision=True)
+        async with serve(fake.app) as url:
+            backend = OpenAICompatBackend(url, engine=flavour)
+            (ad,) = await backend.models()
+            await backend.aclose()
+        assert set(ad.features) == features and set(ad.modalities) == modalities, flavour
+
+
+async def test_count_tokens_asks_the_engines_tokenizer(flavour):
+    fake = engine(flavour)
+    async with serve(fake.app) as url:
+        backend = OpenAICompatBackend(url, engine=flavour)
+        await backend.models()
+        n = await backend.count_tokens("one two three four")
+        await backend.aclose()
+    if flavour == "sglang":  # publishes no tokenizer endpoint: the node's byte bound holds
+        assert n is None and not [p for p, _ in fake.requests if "token" in p]
+    else:
+        assert n == 4
+        path, body = fake.requests[-1]
+        assert path == "/tokenize"
+        assert body == ({"model": FLAVOURS["vllm"], "prompt": "one two three four", "add_special_tokens": False} if flavour == "vllm" else {"content": "one two three four", "add_special": False})

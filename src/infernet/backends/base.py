@@ -1,6 +1,7 @@
 """The one seam between a node and an inference engine.
 
-Bodies are OpenAI-shaped request dicts that the control plane already validated. `chat` and
+Bodies are OpenAI-shaped request dicts that the control plane already validated, carrying
+only parameters the adapter advertised it honours for the model (`ModelAd.features`). `chat` and
 `complete` yield `Chunk`s; the last one carries `finish_reason` and the engine's real `usage`.
 Closing the iterator (`aclose`) aborts the engine request at once.
 """
@@ -26,9 +27,13 @@ class BackendError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
+    """A piece of a generation. `tool_calls` and `logprobs` are as in `messages.Tokens`."""
+
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
 """An in-memory engine for tests: deterministic, instant, with real-looking usage.
 
 It "tokenizes" by whitespace, so usage is exactly checkable. `script` lets a test make it
-fail, stall, or lie.
+fail, stall, or lie. `features` / `modalities` are what it advertises; with `tool_call`
+set it answers a request that offers tools with that call (arguments in two pieces), and it
+returns logprobs when asked (token i: -0.1 * (i + 1), alternatives `alt0`, `alt1`, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +24,12 @@ def _prompt_text(body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
 
 
+def _logprob(token: str, i: int, top: int) -> dict[str, Any]:
+    lp = -0.1 * (i + 1)
+    alts = [{"token": token, "logprob": lp, "bytes": list(token.encode())}] + [{"token": f"alt{k}", "logprob": lp - 1 - k, "bytes": list(f"alt{k}".encode())} for k in range(top - 1)]
+    return {"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": alts[:top]}
+
+
 class FakeBackend:
     name = "fake"
 
@@ -33,7 +42,13 @@ class FakeBackend:
         delay_s: float = 0.0,
         fail: str | None = None,
         fail_after: int | None = None,
+        features: tuple[str, ...] = (),
+        modalities: tuple[str, ...] = ("text",),
+        tool_call: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
+        self.features = features
+        self.modalities = modalities
+        self.tool_call = tool_call
         self._models = models
         self.reply = reply
         self.slots = slots
@@ -47,7 +62,7 @@ class FakeBackend:
         return Health(True, "fake engine")
 
     async def models(self) -> list[ModelAd]:
-        return [ModelAd(name=m, context_length=4096) for m in self._models]
+        return [ModelAd(name=m, context_length=4096, features=self.features, modalities=self.modalities) for m in self._models]
 
     async def capacity(self) -> int:
         return self.slots
@@ -66,6 +81,15 @@ class FakeBackend:
             raise BackendError(self.fail, retryable=True)
         words = self._answer(body)
         prompt_tokens = len(_prompt_text(body).split())
+        if self.tool_call is not None and body.get("tools") and body.get("tool_choice") != "none":
+            name, args = self.tool_call[0], json.dumps(self.tool_call[1])
+            half = len(args) // 2
+            yield Chunk(tool_calls=[{"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": args[:half]}}])
+            yield Chunk(tool_calls=[{"index": 0, "function": {"arguments": args[half:]}}])
+            yield Chunk(finish_reason="tool_calls", usage=Usage(prompt_tokens, len(args.split()) + 1))
+            return
+        want = body.get("logprobs")
+        top = None if want in (None, False) else int(body.get("top_logprobs") or 0) if want is True else int(want)
         sent = 0
         try:
             for i, word in enumerate(words):
@@ -73,7 +97,8 @@ class FakeBackend:
                     raise BackendError(self.fail)
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
-                yield Chunk(text=word if i == 0 else " " + word)
+                piece = word if i == 0 else " " + word
+                yield Chunk(text=piece, logprobs=None if top is None else [_logprob(piece, i, top)])
                 sent += 1
         except (GeneratorExit, asyncio.CancelledError):
             self.cancelled += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,12 +33,84 @@ from infernet.backends._http import (
     unreachable,
 )
 from infernet.backends.base import BackendError, Chunk, Health
-from infernet.protocol.messages import ModelAd, Usage
+from infernet.protocol.messages import FEATURES, ModelAd, Usage
 
 log = logging.getLogger("infernet.backends.ollama")
 
 DEFAULT_NUM_CTX = 8192
 _ROLES = {"developer": "system"}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("-")[0].split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)
+
+
+def _abilities(capabilities: Any, version: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What Ollama honours for a chat model: `format` (a JSON schema since 0.5.0) and the
+    penalty options always; tools when the model's template has them (Ollama cannot force a
+    call: no `tool_choice`); logprobs from 0.12.11; images for a vision model."""
+    caps = capabilities if isinstance(capabilities, list) else []
+    features = ["json_object", "penalties"]
+    if version >= (0, 5, 0):
+        features.append("json_schema")
+    if "tools" in caps:
+        features.append("tools")
+    if version >= (0, 12, 11):
+        features.append("logprobs")
+    return tuple(f for f in FEATURES if f in features), ("text", "image") if "vision" in caps else ("text",)
+
+
+def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI messages in Ollama's shape: images as base64 beside the text, earlier calls
+    with their arguments as objects, tool results naming the tool they answer."""
+    names = {c["id"]: c["function"]["name"] for m in messages for c in m.get("tool_calls") or ()}
+    out = []
+    for m in messages:
+        msg: dict[str, Any] = {"role": _ROLES.get(m["role"], m["role"]), "content": text_of(m.get("content"))}
+        parts = m["content"] if isinstance(m.get("content"), list) else ()
+        images = [_image_data(p["image_url"]["url"]) for p in parts if p.get("type") == "image_url"]
+        if images:
+            msg["images"] = images
+        if m.get("tool_calls"):
+            msg["tool_calls"] = [{"function": {"name": c["function"]["name"], "arguments": _arguments(c["function"]["arguments"])}} for c in m["tool_calls"]]
+        if m.get("tool_call_id") in names:
+            msg["tool_name"] = names[m["tool_call_id"]]
+        out.append(msg)
+    return out
+
+
+def _image_data(url: str) -> str:
+    """Ollama takes images as base64; a node does not fetch URLs on a client's behalf."""
+    head, sep, data = url.partition(",")
+    if not (url.startswith("data:") and sep and head.endswith(";base64")):
+        raise BackendError("ollama takes images as data: URLs (base64); this node does not fetch image URLs", code="invalid_request")
+    return data
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BackendError("an earlier tool call's arguments are not JSON; Ollama needs them as an object", code="invalid_request") from None
+
+
+def _logprobs(raw: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(raw, list) or not raw:
+        return None
+    out = []
+    for e in raw:
+        if isinstance(e, dict):
+            tok = str(e.get("token", ""))
+            out.append({
+                "token": tok, "logprob": e.get("logprob"), "bytes": e.get("bytes") or list(tok.encode()),
+                "top_logprobs": [{"token": str(t.get("token", "")), "logprob": t.get("logprob"), "bytes": t.get("bytes") or list(str(t.get("token", "")).encode())} for t in e.get("top_logprobs") or () if isinstance(t, dict)],
+            })
+    return out or None
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -175,11 +248,15 @@ class OllamaBackend:
 
     async def models(self) -> list[ModelAd]:
         out = []
+        version = _version(await self.version())
         for name, facts in await self._refresh():
             if self.model and not _same_model(self.model, name):
                 continue
-            ctx = facts["context_length"] if facts["kind"] == "embedding" else self._ctx_for(facts["context_length"])
-            out.append(ModelAd(name=name, kind=facts["kind"], context_length=ctx))
+            if facts["kind"] == "embedding":
+                out.append(ModelAd(name=name, kind="embedding", context_length=facts["context_length"]))
+                continue
+            features, modalities = _abilities(facts.get("capabilities"), version)
+            out.append(ModelAd(name=name, kind="chat", context_length=self._ctx_for(facts["context_length"]), features=features, modalities=modalities))
         return out
 
     async def capacity(self) -> int:
@@ -219,16 +296,29 @@ class OllamaBackend:
         opts["num_ctx"] = self._ctx_for(self._trained[known])
         return model, opts
 
-    def _common(self, model: str, opts: dict[str, Any]) -> dict[str, Any]:
+    def _common(self, model: str, opts: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": model, "stream": True, "options": opts}
         if self.keep_alive is not None:
             payload["keep_alive"] = self.keep_alive
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_object":
+            payload["format"] = "json"
+        elif fmt.get("type") == "json_schema":  # Ollama 0.5+: the schema itself
+            payload["format"] = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+        logprobs = body.get("logprobs")
+        if logprobs not in (None, False):  # Ollama 0.12.11+
+            payload["logprobs"] = True
+            top = body.get("top_logprobs") if logprobs is True else logprobs
+            if top:
+                payload["top_logprobs"] = int(top)
         return payload
 
     async def chat(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         model, opts = await self._options(body)
-        messages = [{"role": _ROLES.get(m["role"], m["role"]), "content": text_of(m.get("content"))} for m in body["messages"]]
-        async for chunk in self._generate("/api/chat", {**self._common(model, opts), "messages": messages}, model, lambda e: (e.get("message") or {}).get("content")):
+        payload = {**self._common(model, opts, body), "messages": _messages(body["messages"])}
+        if body.get("tools") and body.get("tool_choice") != "none":
+            payload["tools"] = body["tools"]
+        async for chunk in self._generate("/api/chat", payload, model, lambda e: (e.get("message") or {}).get("content"), single=body.get("parallel_tool_calls") is False):
             yield chunk
 
     async def complete(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
@@ -237,21 +327,34 @@ class OllamaBackend:
         if isinstance(prompt, list):
             prompt = "".join(map(str, prompt))
         # raw: a completion continues the text as given, without the chat template.
-        payload = {**self._common(model, opts), "prompt": prompt, "raw": True}
+        payload = {**self._common(model, opts, body), "prompt": prompt, "raw": True}
         async for chunk in self._generate("/api/generate", payload, model, lambda e: e.get("response")):
             yield chunk
 
-    async def _generate(self, path: str, payload: dict[str, Any], model: str, text_of_event: Any) -> AsyncIterator[Chunk]:
+    async def _generate(self, path: str, payload: dict[str, Any], model: str, text_of_event: Any, *, single: bool = False) -> AsyncIterator[Chunk]:
+        calls = 0  # Ollama sends each tool call whole, in one message
         async for event in self._ndjson(path, payload, model=model):
             text = text_of_event(event)
-            if text:
-                yield Chunk(text=text)
+            deltas = []
+            for c in (event.get("message") or {}).get("tool_calls") or ():
+                if single and calls:
+                    break
+                fn = c.get("function") or {}
+                args = fn.get("arguments")
+                deltas.append({
+                    "index": calls, "id": c.get("id") or "call_" + secrets.token_hex(12), "type": "function",
+                    "function": {"name": fn.get("name") or "", "arguments": args if isinstance(args, str) else json.dumps(args or {})},
+                })
+                calls += 1
+            logprobs = _logprobs(event.get("logprobs"))
+            if text or deltas or logprobs:
+                yield Chunk(text=text or "", tool_calls=deltas or None, logprobs=logprobs)
             if event.get("done"):
                 if "prompt_eval_count" not in event:
                     # Old Ollama versions omit it when the whole prompt came from cache.
                     log.warning("ollama reported no prompt_eval_count; prompt tokens counted as 0")
                 usage = Usage(int(event.get("prompt_eval_count") or 0), int(event.get("eval_count") or 0))
-                finish = "length" if event.get("done_reason") == "length" else "stop"
+                finish = "length" if event.get("done_reason") == "length" else "tool_calls" if calls else "stop"
                 yield Chunk(finish_reason=finish, usage=usage)
                 return
         raise BackendError("ollama ended the stream before `done` (truncated)")

@@ -17,6 +17,7 @@ An operator's `--capacity` overrides all of these.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import PurePath
 from typing import Any
 
 import httpx
+import msgspec
 
 from infernet.backends._http import (
     INFO_TIMEOUT,
@@ -36,7 +38,7 @@ from infernet.backends._http import (
     unreachable,
 )
 from infernet.backends.base import BackendError, Chunk, Health
-from infernet.protocol.messages import ModelAd, Usage
+from infernet.protocol.messages import FEATURES, ModelAd, Usage, call_text
 
 log = logging.getLogger("infernet.backends")
 
@@ -88,6 +90,7 @@ class OpenAICompatBackend:
         self._inflight = 0
         self._last_models: list[ModelAd] | None = None
         self._last_capacity: int | None = None
+        self._vllm_version: tuple[int, ...] | None = None
 
     # -- info -----------------------------------------------------------------------------
 
@@ -184,6 +187,8 @@ class OpenAICompatBackend:
         if not info.ready:
             raise BackendError(info.detail, retryable=True, code="backend_unavailable")
         kind = "embedding" if info.embedding else "chat"
+        features, modalities = self._abilities(info) if kind == "chat" else ((), ("text",))
+        self._vllm_version = _version(info.version) if self.name == "vllm" else None
         ads: dict[str, ModelAd] = {}
         aliases: dict[str, str] = {}
         for item in info.models:
@@ -192,7 +197,7 @@ class OpenAICompatBackend:
             ctx = info.context_length or _as_int(item.get("max_model_len")) or _as_int(meta.get("n_ctx_train"))
             name = _public_name(engine_id)
             aliases[name] = engine_id
-            ads[name] = ModelAd(name=name, kind=kind, context_length=ctx)
+            ads[name] = ModelAd(name=name, kind=kind, context_length=ctx, features=features, modalities=modalities)
         if self.model:
             if self.model in ads:
                 ads = {self.model: ads[self.model]}
@@ -203,12 +208,32 @@ class OpenAICompatBackend:
                 # One engine, one model: serve it under the operator's chosen name.
                 (only,) = ads.values()
                 aliases[self.model] = aliases[only.name]
-                ads = {self.model: ModelAd(name=self.model, kind=only.kind, context_length=only.context_length)}
+                ads = {self.model: msgspec.structs.replace(only, name=self.model)}
             else:
                 raise BackendError(f"{self.name} does not serve {self.model!r}; it serves {', '.join(sorted(ads))}", code="model_not_found")
         self._aliases = aliases
         self._last_models = list(ads.values())
         return self._last_models
+
+    def _abilities(self, info: EngineInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What this engine honours for a chat model, from what it says about itself."""
+        if self.name == "llamacpp":
+            props = info.raw.get("props")
+            if not props:
+                # llama-cpp-python's server: grammars, penalties and bias, but logprobs only
+                # for a model loaded with logits_all, and tools only with special handlers.
+                return ("json_object", "json_schema", "penalties", "logit_bias"), ("text",)
+            caps = props.get("chat_template_caps")
+            tools = ("tools", "tool_choice") if not isinstance(caps, dict) or caps.get("supports_tools") else ()
+            vision = (props.get("modalities") or {}).get("vision") is True
+            return (*tools, "json_object", "json_schema", "logprobs", "penalties", "logit_bias"), ("text", "image") if vision else ("text",)
+        if self.name == "sglang":
+            vision = (info.raw.get("model_info") or {}).get("has_image_understanding") is True
+            return FEATURES, ("text", "image") if vision else ("text",)
+        # vLLM (its /v1/models does not say whether a model takes images: text only), and a
+        # generic OpenAI-compatible server, which takes the OpenAI parameters by definition
+        # (and refuses what it cannot do with its own 400).
+        return FEATURES, ("text",)
 
     async def capacity(self) -> int:
         if self._capacity:
@@ -248,13 +273,15 @@ class OpenAICompatBackend:
 
     async def _stream_once(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[Chunk]:
         public = body.get("model") or self.model
-        payload = {**body, "model": await self._engine_model(body), "stream": True, "stream_options": {"include_usage": True}}
+        payload = self._wire({**body, "model": await self._engine_model(body), "stream": True, "stream_options": {"include_usage": True}})
         if self.name in ("vllm", "sglang"):
             # Usage on every chunk: a cancelled job is then metered exactly.
             payload["stream_options"]["continuous_usage_stats"] = True
+        single = body.get("parallel_tool_calls") is False  # honoured here whatever the engine does
         usage: Usage | None = None
         finish: str | None = None
         pieces = 0
+        generated: list[str] = []
         try:
             async with self._client.stream("POST", path, json=payload) as r:
                 if r.status_code != 200:
@@ -277,12 +304,16 @@ class OpenAICompatBackend:
                     for choice in event.get("choices") or []:
                         if not isinstance(choice, dict):
                             continue
-                        text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") if chat else choice.get("text")
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
-                        if text:
+                        calls = _call_deltas(delta.get("tool_calls"), single) if chat else None
+                        logprobs = _logprob_entries(choice.get("logprobs"), chat)
+                        if text or calls or logprobs:
                             pieces += 1
-                            yield Chunk(text=text, usage=usage)
+                            generated.append((text or "") + call_text(calls))
+                            yield Chunk(text=text or "", usage=usage, tool_calls=calls, logprobs=logprobs)
         except httpx.HTTPError as exc:
             raise BackendError(f"{self.name} connection failed mid-stream ({type(exc).__name__}: {exc})", retryable=pieces == 0) from None
         if finish is None:
@@ -290,16 +321,41 @@ class OpenAICompatBackend:
         if finish in ("abort", "error"):
             raise BackendError(f"{self.name} aborted the request (finish_reason {finish!r})")
         if usage is None:
-            usage = await self._usage_without_stream(path, payload, pieces)
+            usage = await self._usage_without_stream(path, payload, "".join(generated))
         yield Chunk(finish_reason=finish, usage=usage)
 
-    async def _usage_without_stream(self, path: str, payload: dict[str, Any], pieces: int) -> Usage:
+    def _wire(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The request in the engine's own dialect where it differs from OpenAI's: structured
+        output goes in each engine's guided-decoding fields."""
+        fmt = payload.pop("response_format", None)
+        if not fmt or fmt.get("type") == "text":
+            return payload
+        schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
+        if fmt["type"] == "json_schema" and not schema:
+            schema = {"type": "object"}
+        if self.name == "vllm":
+            # vLLM 0.10.2 moved guided decoding into `structured_outputs` (the old fields were
+            # removed in 0.12); earlier releases take `guided_json` / response_format.
+            if self._vllm_version is None or self._vllm_version >= (0, 10, 2):
+                payload["structured_outputs"] = {"json": schema} if schema is not None else {"json_object": True}
+            elif schema is not None:
+                payload["guided_json"] = schema
+            else:
+                payload["response_format"] = fmt
+        elif self.name == "llamacpp":
+            # llama-server and llama-cpp-python's server both take a schema in a json_object format.
+            payload["response_format"] = {"type": "json_object", **({"schema": schema} if schema is not None else {})}
+        else:  # SGLang compiles OpenAI's response_format itself; so does any OpenAI server
+            payload["response_format"] = fmt
+        return payload
+
+    async def _usage_without_stream(self, path: str, payload: dict[str, Any], text: str) -> Usage:
         """Usage for engines whose streams carry none (llama-cpp-python's server).
 
         Prompt tokens: the engine's own count, from the same request without streaming and
         with one output token (llama.cpp-family engines reuse the cached prompt, so this
-        costs about one token). Completion tokens: the streamed pieces, which these engines
-        send one per sampled token.
+        costs about one token). Completion tokens: the generated text counted by the engine's
+        tokenizer, else its UTF-8 bytes (an upper bound the control plane meters down).
         """
         if not self._warned_usage:
             self._warned_usage = True
@@ -312,7 +368,8 @@ class OpenAICompatBackend:
             prompt = int(u["prompt_tokens"])
         except (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError):
             raise BackendError(f"{self.name} did not report token usage, and the usage probe failed") from None
-        return Usage(prompt, pieces)
+        counted = await self.count_tokens(text)
+        return Usage(prompt, counted if counted is not None else len(text.encode()))
 
     async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
         inputs = embedding_inputs(body)
@@ -339,10 +396,90 @@ class OpenAICompatBackend:
         return embedding_response(vectors, public, tokens, body.get("encoding_format", "float"))
 
     async def count_tokens(self, text: str) -> int | None:
-        return None  # this engine has no tokenize endpoint we use yet: the byte bound holds
+        """The engine's own tokenizer: llama-server `POST /tokenize {"content"}`, else
+        llama-cpp-python's `POST /extras/tokenize/count {"input"}`; vLLM `POST /tokenize`.
+        SGLang and generic servers publish none we know of: None (the byte bound holds)."""
+        if not text:
+            return 0
+        if self.name == "llamacpp":
+            tries = [("/tokenize", {"content": text, "add_special": False}, "tokens"), ("/extras/tokenize/count", {"input": text}, "count")]
+        elif self.name == "vllm":
+            model = self.model if self.model in self._aliases.values() else next(iter(self._aliases.values()), self.model)
+            tries = [("/tokenize", {"model": model, "prompt": text, "add_special_tokens": False}, "count")]
+        else:
+            return None
+        for path, body, field_name in tries:
+            try:
+                r = await self._client.post(path, json=body, timeout=INFO_TIMEOUT)
+            except httpx.HTTPError:
+                return None
+            if r.status_code in (404, 405):
+                continue
+            try:
+                value = r.json()[field_name] if r.status_code == 200 else None
+            except (ValueError, KeyError, TypeError):
+                value = None
+            if isinstance(value, list):
+                return len(value)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return None
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or None
+
+
+def _call_deltas(raw: Any, single: bool) -> list[dict[str, Any]] | None:
+    """An engine's streamed tool-call deltas, normalized (null fields dropped); with
+    `single` (parallel_tool_calls false) only the first call."""
+    if not isinstance(raw, list):
+        return None
+    out = []
+    for d in raw:
+        if not isinstance(d, dict):
+            continue
+        index = d.get("index") if isinstance(d.get("index"), int) else 0
+        if single and index > 0:
+            continue
+        fn = d.get("function") or {}
+        delta: dict[str, Any] = {"index": index, "function": {k: fn[k] for k in ("name", "arguments") if fn.get(k) is not None}}
+        if d.get("id"):
+            delta["id"] = d["id"]
+            delta["type"] = "function"
+        out.append(delta)
+    return out or None
+
+
+def _logprob_entries(raw: Any, chat: bool) -> list[dict[str, Any]] | None:
+    """Chat-shaped logprob entries from a chunk's `logprobs` (chat: `content`; completions:
+    the legacy parallel lists)."""
+    if not isinstance(raw, dict):
+        return None
+    if chat:
+        content = raw.get("content")
+        return content if isinstance(content, list) and content else None
+    tokens = raw.get("tokens") or []
+    lps = raw.get("token_logprobs") or []
+    tops = raw.get("top_logprobs") or []
+    out = []
+    for i, tok in enumerate(tokens):
+        top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        out.append({
+            "token": tok, "logprob": lps[i] if i < len(lps) else None, "bytes": list(str(tok).encode()),
+            "top_logprobs": [{"token": k, "logprob": v, "bytes": list(k.encode())} for k, v in top.items()],
+        })
+    return out or None
 
 
 def _public_name(engine_id: str) -> str:

@@ -39,7 +39,7 @@ def offered(models: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> list[d
         rates = [n["price"] for n in serving if n.get("price")]
         out.append({
             "model": m["id"], "kind": m.get("kind", "chat"), "nodes": m.get("nodes", len(serving)),
-            "context_length": m.get("context_length"),
+            "context_length": m.get("max_model_len"),
             "input_usdc_per_m": _price(rates, "input"), "output_usdc_per_m": _price(rates, "output"),
         })
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from infernet.control.health.circuit import BreakerPolicy
@@ -29,3 +30,10 @@ class Settings:
     db_pool: int = 10  # PostgreSQL connections per replica (and as many again in a burst)
     dashboard_tick_s: float = 2.0  # how often the dashboard's live feed pushes a snapshot
     seed: int | None = None  # routing and sampling randomness; fixed for reproducible runs
+    # Browser origins allowed to call the API (CORS); none by default. `INFERNET_CORS_ORIGINS`:
+    # comma-separated, or `*`.
+    cors_origins: tuple[str, ...] = field(default_factory=lambda: cors_from_env(os.environ.get("INFERNET_CORS_ORIGINS", "")))
+
+
+def cors_from_env(value: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())

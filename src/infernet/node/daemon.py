@@ -37,8 +37,10 @@ from infernet.protocol.messages import (
     Tokens,
     Usage,
     Welcome,
+    call_text,
     control_decoder,
     encode,
+    joined,
     pieces,
 )
 
@@ -181,7 +183,7 @@ class Node:
         if isinstance(frame, Tokens):
             last = self._outbox[-1] if self._outbox else None
             if isinstance(last, Tokens) and last.job_id == frame.job_id:
-                self._outbox[-1] = Tokens(job_id=frame.job_id, text=last.text + frame.text)
+                self._outbox[-1] = joined(last, frame)
                 return
         elif self.observe is not None:
             self.observe(frame)
@@ -287,7 +289,10 @@ class Node:
             finish = None
             try:
                 async for chunk in stream:
-                    if chunk.text:
+                    if chunk.tool_calls or chunk.logprobs:
+                        sent.append(chunk.text + call_text(chunk.tool_calls))
+                        self._send(Tokens(job_id=job.job_id, text=chunk.text, tool_calls=chunk.tool_calls, logprobs=chunk.logprobs))
+                    elif chunk.text:
                         sent.append(chunk.text)
                         self._send(Tokens(job_id=job.job_id, text=chunk.text))
                     if chunk.usage is not None:

@@ -32,11 +32,25 @@ class Usage(msgspec.Struct, frozen=True):
 
 
 class ModelAd(msgspec.Struct, frozen=True):
-    """A model a node serves, as it advertises it."""
+    """A model a node serves, as it advertises it.
+
+    `features`: the request parameters beyond plain sampling that the node's engine honours
+    for this model (see `FEATURES`); `modalities`: what its input may hold. A node that
+    advertises neither (an older one) serves text only, and nothing the control plane must
+    refuse elsewhere is ever routed to it.
+    """
 
     name: Annotated[str, msgspec.Meta(max_length=200)]
     kind: str = "chat"  # "chat" or "embedding"
     context_length: Count | None = None
+    features: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ("text",)
+
+
+# What a request may need of a model beyond text in, text out (docs/api.md lists which
+# parameter needs which, and which engine honours each).
+FEATURES = ("tools", "tool_choice", "json_object", "json_schema", "logprobs", "penalties", "logit_bias")
+MODALITIES = ("text", "image")
 
 
 # node -> control plane ----------------------------------------------------------------
@@ -67,8 +81,15 @@ class Accept(msgspec.Struct, frozen=True, tag="accept", tag_field="t"):
 
 
 class Tokens(msgspec.Struct, frozen=True, tag="tokens", tag_field="t"):
+    """Generated output. `tool_calls`: OpenAI-shaped stream deltas, each with its `index`
+    (the first of a call carries `id` and `function.name`, later ones argument pieces);
+    `logprobs`: one OpenAI chat entry (`token`, `logprob`, `bytes`, `top_logprobs`) per
+    token of `text`. Both absent for plain text, which is the relay's hot path."""
+
     job_id: str
     text: str
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class Done(msgspec.Struct, frozen=True, tag="done", tag_field="t"):
@@ -98,6 +119,38 @@ class Part(msgspec.Struct, frozen=True, tag="part", tag_field="t"):
     index: int
     last: bool
     data: str  # a slice of the frame's JSON text
+
+
+def call_text(deltas: list[dict[str, Any]] | None) -> str:
+    """The text a model generated for tool-call deltas, as metering counts it: a call's
+    opening `{"name": "...", "arguments": ` (how models write one) and its argument pieces."""
+    if not deltas:
+        return ""
+    out = []
+    for d in deltas:
+        fn = d.get("function") or {}
+        if fn.get("name"):
+            out.append('{"name": "' + str(fn["name"]) + '", "arguments": ')
+        out.append(str(fn.get("arguments") or ""))
+    return "".join(out)
+
+
+def joined(a: Tokens, b: Tokens) -> Tokens:
+    """Two consecutive token frames of one job as one (the node's writer coalesces them);
+    an argument piece that continues the previous call's joins it."""
+    calls = a.tool_calls
+    if b.tool_calls:
+        calls = [dict(c) for c in a.tool_calls or ()]
+        for d in b.tool_calls:
+            last = calls[-1] if calls else None
+            if last is not None and last.get("index") == d.get("index") and "id" not in d and not (d.get("function") or {}).get("name"):
+                fn = dict(last.get("function") or {})
+                fn["arguments"] = str(fn.get("arguments") or "") + str((d.get("function") or {}).get("arguments") or "")
+                calls[-1] = {**last, "function": fn}
+            else:
+                calls.append(d)
+    logprobs = (a.logprobs or []) + (b.logprobs or []) if a.logprobs or b.logprobs else None
+    return Tokens(job_id=a.job_id, text=a.text + b.text, tool_calls=calls, logprobs=logprobs)
 
 
 NodeFrame = Hello | Heartbeat | Accept | Tokens | Done | Fail | Part

@@ -12,6 +12,12 @@ Knobs a test sets on a fake (each applies to the next generation requests):
   "error_event"  the engine reports an error inside the stream,
   "drop"         the connection is cut after the first token.
 - `delay_s`: pause before each token (to cancel mid-stream).
+- `tool_call`: (name, arguments) the model "decides" to call when the request offers tools:
+  streamed as each engine streams calls (OpenAI deltas with the arguments in two pieces;
+  Ollama's whole call in one message), finish_reason / done_reason as each engine says it.
+- Logprobs come back when asked (chat `logprobs`/`top_logprobs`, completions `logprobs`,
+  Ollama's top-level `logprobs`/`top_logprobs`): token i has logprob -0.1*(i+1), and the
+  alternatives `alt0`, `alt1`, ... below it.
 `aborted` is set when a client closed a stream before it ended; `requests` logs bodies.
 """
 
@@ -93,6 +99,7 @@ def _prompt_words(body: dict[str, Any]) -> int:
 @dataclass
 class _Base:
     reply: str = "Hello there !"
+    tool_call: tuple[str, dict[str, Any]] | None = None
     fail: str | None = None
     delay_s: float = 0.0
     requests: list[tuple[str, Any]] = field(default_factory=list)
@@ -106,6 +113,19 @@ class _Base:
         if limit and len(words) > limit:
             return words[:limit], "length"
         return words, "stop"
+
+    def calls(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        """The call to make: (name, arguments JSON) when tools are offered and not refused."""
+        if self.tool_call is None or not body.get("tools") or body.get("tool_choice") == "none":
+            return None
+        return self.tool_call[0], json.dumps(self.tool_call[1])
+
+    @staticmethod
+    def logprob(token: str, i: int, top: int) -> dict[str, Any]:
+        lp = -0.1 * (i + 1)
+        alts = [{"token": token, "logprob": lp, "bytes": list(token.encode())}]
+        alts += [{"token": f"alt{k}", "logprob": lp - 1 - k, "bytes": list(f"alt{k}".encode())} for k in range(top - 1)]
+        return {"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": alts[:top]}
 
     def pieces(self, words: list[str]) -> list[str]:
         return [w if i == 0 else " " + w for i, w in enumerate(words)]
@@ -212,6 +232,8 @@ class FakeOllama(_Base):
             limit = (body.get("options") or {}).get("num_predict")
             words, finish = self.answer(limit)
             chat = path == "/api/chat"
+            call = self.calls(body) if chat else None
+            top = int(body.get("top_logprobs") or 1) if body.get("logprobs") else 0
 
             def line(text: str, done: bool = False, **extra: Any) -> bytes:
                 event: dict[str, Any] = {"model": name, "created_at": _now()}
@@ -224,10 +246,16 @@ class FakeOllama(_Base):
                 return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
             async def lines() -> AsyncIterator[bytes]:
+                if call is not None:  # Ollama 0.12: the whole call in one message, then done
+                    event = {"model": name, "created_at": _now(), "message": {"role": "assistant", "content": "", "tool_calls": [
+                        {"id": "call_k1w2x3y4", "function": {"index": 0, "name": call[0], "arguments": json.loads(call[1])}}]}, "done": False}
+                    yield json.dumps(event, separators=(",", ":")).encode() + b"\n"
+                    yield line("", True, done_reason="stop", total_duration=4353619900, load_duration=63915300, prompt_eval_count=_prompt_words(body), prompt_eval_duration=246847000, eval_count=len(_words(call[1])) + 1, eval_duration=4032296000)
+                    return
                 for i, piece in enumerate(self.pieces(words)):
                     if self.delay_s:
                         await asyncio.sleep(self.delay_s)
-                    yield line(piece)
+                    yield line(piece, **({"logprobs": [self.logprob(piece, i, top)]} if top else {}))
                     if i == 0 and self.fail == "invalid_json":
                         yield b'{"model":"' + name.encode() + b'","message":{"content":\n'
                     if i == 0 and self.fail == "truncate":
@@ -321,6 +349,8 @@ class FakeOpenAIEngine(_Base):
     slots: int = 4  # llama.cpp total_slots; SGLang max_running_requests
     loading: bool = False  # llama.cpp answers 503 while it loads
     healthy: bool = True
+    version: str = "0.6.3.post1"  # vLLM's /version
+    vision: bool = False  # SGLang has_image_understanding; llama.cpp props modalities.vision
 
     def _error(self, status: int, message: str, typ: str = "BadRequestError") -> Response:
         if self.flavour == "sglang":
@@ -357,10 +387,10 @@ class FakeOpenAIEngine(_Base):
             return JSONResponse({"object": "list", "data": [self._model_entry()]})
 
         async def version(request: Request) -> Response:
-            return JSONResponse({"version": "0.6.3.post1"})
+            return JSONResponse({"version": self.version})
 
         async def model_info(request: Request) -> Response:
-            return JSONResponse({"model_path": self.model, "tokenizer_path": self.model, "is_generation": True, "preferred_sampling_params": None, "weight_version": "default"})
+            return JSONResponse({"model_path": self.model, "tokenizer_path": self.model, "is_generation": True, "preferred_sampling_params": None, "weight_version": "default", "has_image_understanding": self.vision, "has_audio_understanding": False})
 
         async def server_info(request: Request) -> Response:
             return JSONResponse({"model_path": self.model, "tokenizer_path": self.model, "host": "127.0.0.1", "port": 30000, "context_length": None, "max_running_requests": self.slots, "max_total_num_tokens": None, "chunked_prefill_size": 8192, "max_prefill_tokens": 16384, "mem_fraction_static": 0.88, "tp_size": 1, "dp_size": 1, "served_model_name": self.model, "internal_states": [{"attention_backend": "flashinfer", "max_total_num_tokens": 1034712, "max_req_input_len": self.context_length - 6, "last_gen_throughput": 0.0}], "version": "0.4.9"})
@@ -368,7 +398,7 @@ class FakeOpenAIEngine(_Base):
         async def props(request: Request) -> Response:
             if (g := loading_guard()) is not None:
                 return g
-            return JSONResponse({"default_generation_settings": {"id": 0, "id_task": -1, "n_ctx": self.context_length, "speculative": False, "is_processing": False, "params": {"n_predict": -1, "seed": 4294967295, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "stream": True}}, "total_slots": self.slots, "model_path": f"models/{self.model}", "chat_template": "", "build_info": "b4600-1a2b3c4d", "modalities": {"vision": False, "audio": False}})
+            return JSONResponse({"default_generation_settings": {"id": 0, "id_task": -1, "n_ctx": self.context_length, "speculative": False, "is_processing": False, "params": {"n_predict": -1, "seed": 4294967295, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "stream": True}}, "total_slots": self.slots, "model_path": f"models/{self.model}", "chat_template": "", "build_info": "b4600-1a2b3c4d", "modalities": {"vision": self.vision, "audio": False}})
 
         async def slots(request: Request) -> Response:
             if (g := loading_guard()) is not None:
@@ -387,6 +417,9 @@ class FakeOpenAIEngine(_Base):
                 return self._error(500, "Internal server error: CUDA error: an illegal memory access was encountered", "InternalServerError")
             words, finish = self.answer(body.get("max_completion_tokens") or body.get("max_tokens"))
             prompt = _prompt_words(body)
+            call = self.calls(body) if chat else None
+            want = body.get("logprobs")
+            top = (int(body.get("top_logprobs") or 0) if chat else int(want or 0)) if want not in (None, False) else None
             opts = body.get("stream_options") or {}
             include, continuous = bool(opts.get("include_usage")), bool(opts.get("continuous_usage_stats"))
             created, cid = 1727000000, "chatcmpl-fake"
@@ -412,9 +445,13 @@ class FakeOpenAIEngine(_Base):
                         e["usage"] = usage(n or 0) if final or (include and continuous) else None
                 return b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n"
 
-            def choice(text: str | None, finish_reason: str | None, first: bool = False) -> dict[str, Any]:
+            def choice(text: str | None, finish_reason: str | None, first: bool = False, index: int = 0) -> dict[str, Any]:
                 if not chat:
-                    return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+                    lp = None
+                    if top is not None and text:
+                        e = self.logprob(text, index, max(top, 1))
+                        lp = {"text_offset": [0], "token_logprobs": [e["logprob"]], "tokens": [text], "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}]}
+                    return {"index": 0, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
                 if self.flavour == "sglang":  # every field on every delta, null when unused
                     delta: dict[str, Any] = {"role": "assistant" if first else None, "content": text, "reasoning_content": None, "tool_calls": None}
                 elif self.flavour == "llamacpp":  # role and a null content first, then content, then {}
@@ -424,21 +461,60 @@ class FakeOpenAIEngine(_Base):
                 c: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
                 if self.flavour != "llamacpp":
                     c["logprobs"] = None
+                if top is not None and text:
+                    c["logprobs"] = {"content": [self.logprob(text, index, max(top, 1))]}
                 if self.flavour == "sglang":
                     c["matched_stop"] = 151645 if finish_reason == "stop" else None
                 if self.flavour == "vllm" and finish_reason:
                     c["stop_reason"] = None
                 return c
 
+            def call_choice(delta_call: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+                if self.flavour == "sglang":  # every field on every delta, null when unused
+                    delta: dict[str, Any] = {"role": None, "content": None, "reasoning_content": None, "tool_calls": [delta_call]}
+                else:
+                    delta = {"tool_calls": [delta_call]}
+                c: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+                if self.flavour != "llamacpp":
+                    c["logprobs"] = None
+                return c
+
+            async def call_lines(name: str, args: str) -> AsyncIterator[bytes]:
+                # vLLM: the first delta has the id, type and name and no arguments; SGLang sends
+                # every field (name null after the first); llama-server an empty arguments string.
+                first: dict[str, Any] = {"id": "chatcmpl-tool-5d1f3c", "type": "function", "index": 0, "function": {"name": name}}
+                if self.flavour != "vllm":
+                    first["function"]["arguments"] = ""
+                yield event([call_choice(first)], 1)
+                half = len(args) // 2
+                for n, part in enumerate((args[:half], args[half:])):
+                    more: dict[str, Any] = {"index": 0, "function": {"arguments": part}}
+                    if self.flavour == "sglang":
+                        more = {"id": None, "type": "function", "index": 0, "function": {"name": None, "arguments": part}}
+                    yield event([call_choice(more)], n + 2)
+                last = {
+                    "vllm": {"index": 0, "delta": {"content": ""}, "logprobs": None, "finish_reason": "tool_calls", "stop_reason": None},
+                    "sglang": {"index": 0, "delta": {"role": None, "content": None, "reasoning_content": None, "tool_calls": None}, "logprobs": None, "finish_reason": "tool_calls", "matched_stop": None},
+                    "llamacpp": {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+                }[self.flavour]
+                yield event([last], 3)
+                if include:
+                    yield event([], 3, final=True)
+                yield b"data: [DONE]\n\n"
+
             async def lines() -> AsyncIterator[bytes]:
                 pieces = self.pieces(words)
                 if self.flavour != "sglang":
                     yield event([choice("" if self.flavour == "vllm" else None, None, first=True)], 0)
+                if call is not None:
+                    async for raw in call_lines(*call):
+                        yield raw
+                    return
                 for i, piece in enumerate(pieces):
                     if self.delay_s:
                         await asyncio.sleep(self.delay_s)
                     last = i == len(pieces) - 1 and self.flavour != "llamacpp"
-                    yield event([choice(piece, finish if last else None, first=(i == 0 and self.flavour == "sglang"))], i + 1)
+                    yield event([choice(piece, finish if last else None, first=(i == 0 and self.flavour == "sglang"), index=i)], i + 1)
                     if i == 0 and self.fail == "invalid_json":
                         yield b'data: {"id":"chatcmpl-fake","choices":[{"delta":{"content":\n\n'
                     if i == 0 and self.fail == "truncate":
@@ -468,11 +544,21 @@ class FakeOpenAIEngine(_Base):
             tokens = sum(len(_words(t)) for t in inputs)
             return JSONResponse({"object": "list", "data": data, "model": self.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+        async def tokenize(request: Request) -> Response:
+            body = json.loads(await request.body())
+            self.requests.append((request.url.path, body))
+            if self.flavour == "vllm":  # vLLM: {"prompt"} -> count, max_model_len, tokens
+                ids = list(range(len(_words(body["prompt"]))))
+                return JSONResponse({"count": len(ids), "max_model_len": self.context_length, "tokens": ids, "token_strs": None})
+            return JSONResponse({"tokens": list(range(len(_words(body["content"]))))})  # llama-server: {"content"} -> tokens
+
         routes = [
             Route("/health", health), Route("/v1/models", models),
             Route("/v1/chat/completions", generate, methods=["POST"]), Route("/v1/completions", generate, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
         ]
+        if self.flavour in ("vllm", "llamacpp"):
+            routes.append(Route("/tokenize", tokenize, methods=["POST"]))
         if self.flavour == "vllm":
             routes.append(Route("/version", version))
         elif self.flavour == "sglang":

@@ -47,4 +47,4 @@ async def test_v1_models_says_the_context(tmp_path):
         await net.add_node(FakeBackend())
         async with net.client() as c:
             (m,) = (await c.get("/v1/models")).json()["data"]
-        assert m["id"] == "fake-model" and m["context_length"] == 4096 and m["nodes"] == 1
+        assert m["id"] == "fake-model" and m["max_model_len"] == 4096 and m["nodes"] == 1

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,11 +21,13 @@ from infernet.control.api import (
     keys,
     money,
     nodes,
+    ollama,
     openai,
     openapi,
     probe,
 )
 from infernet.control.api.deps import admin, json, plane
+from infernet.control.api.headers import RequestHeaders
 from infernet.control.api.limits import BodyLimit
 from infernet.control.plane import ControlPlane
 from infernet.control.store import KeyRecord
@@ -50,8 +53,15 @@ def create_app(cp: ControlPlane, *, admin_key: str | None = None, admin_name: st
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", admin(metrics)),
-        *dashboard.routes, *events.routes, *openai.routes, *jobs.routes, *nodes.routes, *keys.routes, *money.routes, *probe.routes, *openapi.routes,
+        *dashboard.routes, *events.routes, *openai.routes, *ollama.routes, *jobs.routes, *nodes.routes, *keys.routes, *money.routes, *probe.routes, *openapi.routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.HANDLERS, middleware=[Middleware(BodyLimit)])
+    middleware = [Middleware(RequestHeaders), Middleware(BodyLimit)]
+    if cp.settings.cors_origins:  # off unless the operator lists origins
+        middleware.insert(0, Middleware(
+            CORSMiddleware, allow_origins=list(cp.settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["authorization", "content-type", "idempotency-key", "last-event-id"],
+            expose_headers=["x-request-id", "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+        ))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.HANDLERS, middleware=middleware)
     app.state.cp = cp
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +13,7 @@ from starlette.routing import Route
 
 from infernet.control import schemas
 from infernet.control.api.deps import json, keyed, plane
+from infernet.control.api.headers import note_job
 from infernet.control.api.openai_format import (
     ChunkWriter,
     chat_response,
@@ -20,20 +22,85 @@ from infernet.control.api.openai_format import (
 )
 from infernet.control.dispatch.jobs import JobStatus
 from infernet.control.dispatch.live import LiveJob
-from infernet.control.errors import ClientClosed, InvalidRequest, JobFailed
+from infernet.control.errors import (
+    ClientClosed,
+    InvalidRequest,
+    JobFailed,
+    ModelNotFound,
+)
 from infernet.control.money import metering
 from infernet.control.store import KeyRecord
+from infernet.protocol.messages import FEATURES, MODALITIES
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    kind: str
+    context_length: int | None
+    features: frozenset[str]
+    modalities: frozenset[str]
+    nodes: int
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def served(cp: Any, model: str) -> ModelView:
+    """What the online nodes serving `model` advertise for it, together."""
+    ads = [m for o in cp.placement.offers(model) for m in o.info.models if m.name == model]
+    contexts = [m.context_length for m in ads if m.context_length]
+    return ModelView(
+        kind=ads[0].kind if ads else "chat",
+        context_length=max(contexts) if contexts else None,
+        features=frozenset(f for m in ads for f in m.features),
+        modalities=frozenset(x for m in ads for x in m.modalities),
+        nodes=len({o.info.node_id for o in cp.placement.offers(model)}),
+    )
+
+
+async def model_entries(cp: Any) -> list[dict[str, Any]]:
+    """Every model an online node serves, OpenAI-shaped with vLLM's `max_model_len`, plus
+    what it accepts. `created`: when the longest-serving of its nodes first joined."""
+    joined = {r["id"]: r["first_seen"] for r in await cp.store.nodes.list()}
+    out = []
+    for name in sorted(cp.placement.models()):
+        view = served(cp, name)
+        created = min((joined.get(o.info.node_id, 0.0) for o in cp.placement.offers(name)), default=0.0)
+        out.append({
+            "id": name, "object": "model", "created": int(created), "owned_by": "infernet", "root": name, "parent": None,
+            "max_model_len": view.context_length, "kind": view.kind,
+            "input_modalities": sorted(view.modalities, key=MODALITIES.index) if view.kind == "chat" else ["text"],
+            "endpoints": ["embeddings"] if view.kind == "embedding" else ["chat.completions", "completions"],
+            "features": [f for f in FEATURES if f in view.features] if view.kind == "chat" else [],
+            "nodes": view.nodes,
+        })
+    return out
+
+
 async def list_models(request: Request, key: KeyRecord) -> Response:
-    placement = plane(request).placement
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "infernet", "kind": kind, "nodes": len(placement.serving(name)), "context_length": placement.context_of(name)}
-        for name, kind in sorted(placement.models().items())
-    ]
-    return json({"object": "list", "data": data})
+    return json({"object": "list", "data": await model_entries(plane(request))})
+
+
+async def retrieve_model(request: Request, key: KeyRecord) -> Response:
+    model = request.path_params["model"]
+    entry = next((m for m in await model_entries(plane(request)) if m["id"] == model), None)
+    if entry is None:
+        raise ModelNotFound(model)
+    return json(entry)
+
+
+def check_needs(cp: Any, model: str, needs: dict[str, str]) -> None:
+    """Refuse, naming the parameter, what no online node serving the model honours: a 400,
+    never an answer that silently ignored it."""
+    if not needs:
+        return
+    view = served(cp, model)
+    for need, param in needs.items():
+        if need in MODALITIES or need in ("audio", "file"):
+            if need not in view.modalities:
+                raise InvalidRequest(f"`{model}` does not accept {need} input (it takes {', '.join(sorted(view.modalities))}); `{param}` holds some.", param=param, code="unsupported_content")
+        elif need not in view.features:
+            what = {"json_object": "`response_format` json_object", "json_schema": "`response_format` json_schema", "penalties": f"`{param}`"}.get(need, f"`{param}`")
+            raise InvalidRequest(f"{what} is not supported by `{model}` on any online node serving it.", param=param, code="unsupported_parameter")
 
 
 async def start_job(request: Request, key: KeyRecord, kind: str, req: Any, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
@@ -41,13 +108,20 @@ async def start_job(request: Request, key: KeyRecord, kind: str, req: Any, body:
     existing row) for a reused idempotency key."""
     cp = plane(request)
     model = req.model
-    route = schemas.route_of(req)
     served_kind = cp.placement.kind_of(model)
     if (kind == "embedding") != (served_kind == "embedding"):
         what = "n embedding" if served_kind == "embedding" else " chat"
         raise InvalidRequest(f"`{model}` is a{what} model; use the matching endpoint.", param="model", code="model_not_supported")
+    needs = schemas.needs(kind, body)
+    check_needs(cp, model, needs)
+    route = schemas.route_of(req, needs)
     await check_context(cp, kind, req, body)
-    return await cp.driver.submit(key.id, kind, model, body, idem, route)
+    try:
+        job, row = await cp.driver.submit(key.id, kind, model, body, idem, route)
+    finally:
+        note_job(request, None, cp.billing.rates.get(key.id) if cp.billing is not None else None)
+    note_job(request, job.id if job is not None else (row or {}).get("id"), None)
+    return job, row
 
 
 async def check_context(cp: Any, kind: str, req: Any, body: dict[str, Any]) -> None:
@@ -119,7 +193,7 @@ async def stream(job: LiveJob, include_usage: bool) -> AsyncIterator[bytes]:
     try:
         async for _, typ, data in job.follow():
             if typ == "token":
-                yield writer.text(data["text"])
+                yield writer.token(data)
             elif typ == "done":
                 yield writer.done(data["finish_reason"], data["usage"])
             else:
@@ -149,6 +223,7 @@ async def embeddings(request: Request, key: KeyRecord) -> Response:
 
 routes = [
     Route("/v1/models", keyed(list_models)),
+    Route("/v1/models/{model:path}", keyed(retrieve_model)),
     Route("/v1/chat/completions", keyed(chat_completions), methods=["POST"]),
     Route("/v1/completions", keyed(completions), methods=["POST"]),
     Route("/v1/embeddings", keyed(embeddings), methods=["POST"]),

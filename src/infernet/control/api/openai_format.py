@@ -22,6 +22,35 @@ def _usage(job: LiveJob) -> dict[str, int] | None:
     return job.usage
 
 
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return {"content": entries, "refusal": None} if entries else None
+
+
+def completion_logprobs(entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+    """Chat-shaped logprob entries in the legacy completions shape (`text_offset` counts
+    characters from `offset`, where this piece starts in the answer)."""
+    if not entries:
+        return None
+    tokens, offsets = [], []
+    for e in entries:
+        offsets.append(offset)
+        tokens.append(e["token"])
+        offset += len(e["token"])
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e.get("top_logprobs") or ()} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def chat_message(job: LiveJob) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": job.content, "refusal": None}
+    if job.calls:
+        message["tool_calls"] = job.calls
+    return message
+
+
 def chat_response(job: LiveJob) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -32,8 +61,8 @@ def chat_response(job: LiveJob) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": job.output, "refusal": None},
-                "logprobs": None,
+                "message": chat_message(job),
+                "logprobs": chat_logprobs(job.logprobs),
                 "finish_reason": job.state.finish_reason,
             }
         ],
@@ -48,7 +77,7 @@ def completion_response(job: LiveJob) -> dict[str, Any]:
         "created": int(job.created),
         "model": job.model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "text": job.output, "logprobs": None, "finish_reason": job.state.finish_reason}],
+        "choices": [{"index": 0, "text": job.output, "logprobs": completion_logprobs(job.logprobs), "finish_reason": job.state.finish_reason}],
         "usage": _usage(job),
     }
 
@@ -70,17 +99,22 @@ class ChunkWriter:
         if include_usage:
             self._base["usage"] = None
         self._role = True
+        self._offset = 0  # characters of text sent: a completion's logprob text_offset
+        self._opened: set[int] = set()  # tool calls whose first delta went out
 
-    def _chunk(self, text: str | None, finish: str | None, role: bool = False) -> bytes:
+    def _chunk(self, text: str | None, finish: str | None, role: bool = False, calls: list[dict[str, Any]] | None = None, logprobs: list[dict[str, Any]] | None = None) -> bytes:
         if self.chat:
             delta: dict[str, Any] = {}
             if role:
                 delta["role"] = "assistant"
-            if text is not None:
+            if text is not None and (text or not calls):
                 delta["content"] = text
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if calls:
+                delta["tool_calls"] = calls
+            choice = {"index": 0, "delta": delta, "logprobs": chat_logprobs(logprobs), "finish_reason": finish}
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "text": text or "", "logprobs": completion_logprobs(logprobs, self._offset), "finish_reason": finish}
+            self._offset += len(text or "")
         return sse({**self._base, "choices": [choice]})
 
     def text(self, text: str) -> bytes:
@@ -88,6 +122,25 @@ class ChunkWriter:
         # before the answer does (so a failed first attempt can still be retried unseen).
         first, self._role = self._role, False
         return self._chunk(text, None, role=first and self.chat)
+
+    def token(self, data: dict[str, Any]) -> bytes:
+        """A token event of the job's log: plain text, or with tool-call deltas and logprobs."""
+        if len(data) == 1:
+            return self.text(data["text"])
+        first, self._role = self._role, False
+        calls = [self._call_delta(d) for d in data.get("tool_calls") or ()]
+        return self._chunk(data["text"], None, role=first and self.chat, calls=calls or None, logprobs=data.get("logprobs"))
+
+    def _call_delta(self, d: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI's streamed tool-call delta: the first of a call carries its id, type and
+        name (arguments may start there); later ones argument pieces, by `index`."""
+        index = d.get("index", 0)
+        fn = d.get("function") or {}
+        if index in self._opened:
+            return {"index": index, "function": {"arguments": str(fn.get("arguments") or "")}}
+        self._opened.add(index)
+        call = self.job.calls[index] if index < len(self.job.calls) else {"id": d.get("id"), "function": {"name": fn.get("name")}}
+        return {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": str(fn.get("arguments") or "")}}
 
     def done(self, finish_reason: str | None, usage: dict[str, int] | None) -> bytes:
         first, self._role = self._role, False

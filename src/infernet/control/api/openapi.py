@@ -3,7 +3,9 @@
 Request bodies are the very msgspec types the routes decode (`msgspec.json.schema_components`),
 so the document cannot drift from what is validated; the routes, their parameters and who may
 call them are listed here beside them. Every error answers in the OpenAI shape, declared once
-as `Error` (no other field allowed), so a fuzzer can hold every 4xx to it.
+as `Error` (no other field allowed), so a fuzzer can hold every 4xx to it. Not listed: the
+dashboard page and its live feed (an endless stream), Prometheus text, the raw upload probe, and
+the Ollama-compatible routes, which answer in Ollama's own shapes (`docs/api.md`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ JOB_ID = _path("job_id")
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/healthz", "Liveness and the number of online nodes", auth="none"),
     Operation("get", "/v1/models", "Models served by online nodes"),
+    Operation("get", "/v1/models/{model}", "One model served by online nodes", params=(_path("model", 200),)),
     Operation("post", "/v1/chat/completions", "A chat completion, streamed (SSE) or not", body=schemas.ChatRequest, streams=True),
     Operation("post", "/v1/completions", "A text completion, streamed (SSE) or not", body=schemas.CompletionRequest, streams=True),
     Operation("post", "/v1/embeddings", "Embeddings", body=schemas.EmbeddingRequest),
@@ -83,7 +86,6 @@ OPERATIONS: tuple[Operation, ...] = (
     )),
     Operation("get", "/api/v1/jobs/{job_id}", "One job", params=(JOB_ID,)),
     Operation("get", "/api/v1/jobs/{job_id}/events", "A job's stored events", params=(JOB_ID, _query("after", {"type": "string", "maxLength": 12}), _query("limit", {"type": "string", "maxLength": 12}))),
-    Operation("get", "/api/v1/events", "The dashboard's live feed (SSE)", streams=True),
     Operation("get", "/api/v1/jobs/{job_id}/stream", "A job's events (SSE), from Last-Event-ID on", streams=True,
               params=(JOB_ID, _header("Last-Event-ID", {"type": "string", "maxLength": 12}), _query("after", {"type": "string", "maxLength": 12}))),
     Operation("post", "/api/v1/jobs/{job_id}/cancel", "Cancel a job", params=(JOB_ID,)),

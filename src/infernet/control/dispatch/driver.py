@@ -141,7 +141,7 @@ class Driver:
         live.last_frame = time.monotonic()
         frame = msg.frame
         if type(frame) is M.Tokens:  # the hot path: straight into the event log
-            live.push_text(frame.text)
+            live.push_tokens(frame)
             return
         if type(frame) is not M.Accept:
             self._stop_listening(live)

@@ -16,6 +16,7 @@ from typing import Any
 
 from infernet.control.dispatch.jobs import CancelRequested, JobState, JobStatus
 from infernet.control.dispatch.jobs import Event as JobEvent
+from infernet.protocol.messages import Tokens, call_text
 
 Event = tuple[int, str, dict[str, Any]]  # (seq, type, data); type: token | done | error
 
@@ -31,7 +32,9 @@ class LiveJob:
         self.body = body
         self.created = time.time()
         self.events: list[Event] = []
-        self.text: list[str] = []
+        self.text: list[str] = []  # per token event, the text generated: content, and tool-call text (metering counts it)
+        self.calls: list[dict[str, Any]] = []  # tool calls, assembled from their deltas
+        self.logprobs: list[dict[str, Any]] = []
         self.delivered = 0  # token events taken by followers (written to a client): no silent retry after one
         self.sealed = False  # the job is ending: no more text
         self.sent_at = 0.0  # monotonic: the job frame went to the node
@@ -81,7 +84,16 @@ class LiveJob:
 
     @property
     def output(self) -> str:
+        """Everything the model generated, as text: what metering counts."""
         return "".join(self.text)
+
+    @property
+    def content(self) -> str | None:
+        """The answer's message content: None when the model called tools instead."""
+        if not self.calls:
+            return self.output
+        text = "".join(e[2].get("text", "") for e in self.events if e[1] == "token")
+        return text or None
 
     # -- the event log (hot path: no I/O here) --------------------------------------------
 
@@ -101,11 +113,42 @@ class LiveJob:
             self.text.append(text)
             self._append("token", {"text": text})
 
+    def push_tokens(self, frame: Tokens) -> None:
+        if frame.tool_calls is None and frame.logprobs is None:
+            return self.push_text(frame.text)
+        if self.sealed:
+            return
+        data: dict[str, Any] = {"text": frame.text}
+        if frame.tool_calls:
+            data["tool_calls"] = frame.tool_calls
+            for d in frame.tool_calls:
+                self._assemble(d)
+        if frame.logprobs:
+            data["logprobs"] = frame.logprobs
+            self.logprobs.extend(frame.logprobs)
+        if not self.text:
+            self.first_at = time.monotonic()
+            self.started.set()
+        self.text.append(frame.text + call_text(frame.tool_calls))
+        self._append("token", data)
+
+    def _assemble(self, delta: dict[str, Any]) -> None:
+        index = delta.get("index", 0)
+        fn = delta.get("function") or {}
+        if index >= len(self.calls):
+            self.calls.append({"id": delta.get("id") or f"call_{self.id[-12:]}_{index}", "type": "function", "function": {"name": fn.get("name") or "", "arguments": ""}})
+        call = self.calls[min(index, len(self.calls) - 1)]
+        if fn.get("name") and not call["function"]["name"]:
+            call["function"]["name"] = fn["name"]
+        call["function"]["arguments"] += str(fn.get("arguments") or "")
+
     def discard_attempt(self) -> None:
         """Forget what a failed attempt produced; nobody has seen any of it."""
         assert not self.delivered, "a delivered attempt cannot be thrown away"
         self.events.clear()
         self.text.clear()
+        self.calls.clear()
+        self.logprobs.clear()
         self.first_at = 0.0
         self.started.clear()
 

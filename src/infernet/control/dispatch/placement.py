@@ -160,6 +160,7 @@ class Placement:
             node_id=node_id, models=frozenset(m.name for m in info.models), tier=info.tier, capacity=max(1, info.capacity),
             active=info.active + self._pending.get(node_id, 0), tokens_per_s=view.tokens_per_s, latency_ms=view.latency_ms,
             reputation=view.reputation, price=self.price_of(self.offer(node_id).paid_tier, info.price), blocked_until=view.blocked_until,
+            features={m.name: frozenset(m.features) | frozenset(m.modalities) for m in info.models},
         ))
 
     def tick(self) -> None:

@@ -10,7 +10,7 @@ costs the same at 100 or 100,000 nodes. docs/routing.md explains the score.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from infernet.hardware.tiers import PRIOR_TPS, TIERS
@@ -40,6 +40,8 @@ class NodeSnapshot:
     reputation: float = 1.0  # 0..1, see control/reputation.py
     price: int = 0  # micro-USDC per million output tokens
     blocked_until: float = 0.0  # circuit breaker: not routable before this monotonic time
+    # Per model, the features and input modalities the node advertises (ModelAd).
+    features: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def free(self) -> int:
@@ -50,6 +52,7 @@ class NodeSnapshot:
 class RouteRequest:
     model: str
     exclude: frozenset[str] = field(default_factory=frozenset)
+    needs: frozenset[str] = field(default_factory=frozenset)  # features / modalities the node must advertise for the model
     max_price: int | None = None  # micro-USDC per million output tokens
     min_tier: str | None = None
     preferred_node: str | None = None  # taken when eligible; otherwise routing as usual
@@ -62,6 +65,7 @@ def fits(n: NodeSnapshot, req: RouteRequest) -> bool:
     return (
         req.model in n.models
         and n.node_id not in req.exclude
+        and (not req.needs or req.needs <= n.features.get(req.model, frozenset()))
         and (req.min_tier is None or TIER_RANK.get(n.tier, 0) >= TIER_RANK[req.min_tier])
         and (req.max_price is None or n.price <= req.max_price)
         and (req.max_latency_ms is None or n.latency_ms <= req.max_latency_ms)

@@ -32,6 +32,7 @@ from infernet.control.money.ledger import (
 )
 from infernet.control.money.metering import Metered, Tokenizers, meter, prompt_bound
 from infernet.control.store import KeyLimits, Store
+from infernet.control.store.rates import RateCount
 from infernet.control.store.schema import jobs
 from infernet.protocol import keys, receipts
 
@@ -61,6 +62,8 @@ class Billing:
         self.tokenizers = Tokenizers()
         self._table: tuple[float, pricing.PriceTable] | None = None
         self._keys: dict[str, tuple[float, bool, KeyLimits]] = {}
+        # Each rate-limited key's last count, for the x-ratelimit-* headers of its response.
+        self.rates: dict[str, RateCount] = {}
 
     # -- the operator's price table (shared by replicas through the store) ----------------
 
@@ -99,9 +102,14 @@ class Billing:
         """
         is_admin, limits = await self._key(key_id)
         if limits.rate_limit is not None:
-            wait = await self.store.rates.hit(key_id, limits.rate_limit)
-            if wait is not None:
-                raise RateLimited(wait)
+            rate = await self.store.rates.hit(key_id, limits.rate_limit)
+            if len(self.rates) > 10_000:
+                self.rates.clear()
+            self.rates[key_id] = rate
+            if rate.wait is not None:
+                raise RateLimited(rate.wait)
+        else:
+            self.rates.pop(key_id, None)
         table = await self.table()
         serving = list(offers)
         contexts = [m.context_length for o in serving for m in o.info.models if m.name == model and m.context_length]

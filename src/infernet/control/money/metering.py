@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from infernet.control.money.pricing import (
+    IMAGE_TOKENS,
     TEMPLATE_TOKENS_FIXED,
     TEMPLATE_TOKENS_PER_MESSAGE,
+    images_in,
     prompt_token_bound,
+    structured_texts,
 )
 from infernet.protocol.messages import Usage
 
@@ -71,10 +74,13 @@ def prompt_bound(kind: str, body: Mapping[str, Any], count: Count | None) -> int
     if count is None:
         return prompt_token_bound(kind, body)
     texts = _texts(kind, body)
+    if kind == "chat":
+        texts += structured_texts(body)  # rendered into the prompt, but no floor: an engine may render them tersely
     counted = sum(count(t) for t in texts if t)
     slack = math.ceil(counted * TOLERANCE) + SPECIAL_TOKENS * max(1, len(texts))
     if kind == "chat":
-        return counted + slack + TEMPLATE_TOKENS_PER_MESSAGE * len(body.get("messages") or []) + TEMPLATE_TOKENS_FIXED
+        fixed = TEMPLATE_TOKENS_PER_MESSAGE * len(body.get("messages") or []) + TEMPLATE_TOKENS_FIXED + IMAGE_TOKENS * images_in(body)
+        return counted + slack + fixed
     if kind == "embedding":
         return counted + slack
     return counted + slack + TEMPLATE_TOKENS_FIXED

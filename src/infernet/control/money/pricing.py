@@ -21,6 +21,32 @@ Rate = Annotated[int, msgspec.Meta(ge=0, le=bounds.MAX_RATE)]
 # what they add on top of the text (generous: an over-hold is released at once).
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 TEMPLATE_TOKENS_FIXED = 256
+IMAGE_TOKENS = 16_384  # the most one image may cost a vision model's prompt (Qwen2.5-VL at its largest)
+_json = msgspec.json.Encoder()
+
+
+def structured_texts(body: Mapping[str, Any]) -> list[str]:
+    """Prompt text beyond the messages' content that engines render into the prompt: the
+    tool definitions, earlier calls and the ids tool results answer, a response schema."""
+    out: list[str] = []
+    if body.get("tools"):
+        out.append(_json.encode(body["tools"]).decode())
+    fmt = body.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("json_schema"):
+        out.append(_json.encode(fmt["json_schema"]).decode())
+    for m in body.get("messages") or ():
+        if m.get("tool_calls"):
+            out.append(_json.encode(m["tool_calls"]).decode())
+        if m.get("tool_call_id"):
+            out.append(str(m["tool_call_id"]))
+    return out
+
+
+def images_in(body: Mapping[str, Any]) -> int:
+    return sum(
+        1 for m in body.get("messages") or () if isinstance(m.get("content"), list)
+        for p in m["content"] if isinstance(p, Mapping) and p.get("type") == "image_url"
+    )
 
 
 class Rates(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,6 +129,7 @@ def prompt_token_bound(kind: str, body: Mapping[str, Any]) -> int:
             if isinstance(content, list):
                 content = " ".join(str(p.get("text") or "") for p in content if isinstance(p, Mapping))
             size += len(str(content or "").encode()) + len(str(m.get("name") or "").encode())
+        size += sum(len(t.encode()) for t in structured_texts(body)) + IMAGE_TOKENS * images_in(body)
         return size + TEMPLATE_TOKENS_PER_MESSAGE * len(msgs) + TEMPLATE_TOKENS_FIXED
     if kind == "embedding":
         inputs = body.get("input")

@@ -10,6 +10,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from infernet.control.store.rates import RateCount, wait_for
+
 
 def connect(url: str, *, max_connections: int = 32) -> tuple[Any, str]:
     """A client and the key prefix: `redis://host:6379/0#name` namespaces every key under
@@ -37,17 +39,16 @@ class RedisRates:
         self._p = prefix
         self._hit = redis.register_script(_HIT)
 
-    async def hit(self, key_id: str, per_minute: int, now: float | None = None) -> float | None:
+    async def hit(self, key_id: str, per_minute: int, now: float | None = None) -> RateCount:
         now = time.time() if now is None else now
         window, into = divmod(now, 60.0)
         window = int(window)
         key = f"{self._p}:rate:{key_id}:"
         allowed, count, prev = await self._hit(keys=[key + str(window), key + str(window - 1)], args=[per_minute, into])
+        estimate = prev * (60.0 - into) / 60.0 + count
         if allowed:
-            return None
-        if prev and count - 1 < per_minute:
-            return max(1.0, 60.0 - into - (per_minute - count) * 60.0 / prev)
-        return max(1.0, 60.0 - into)
+            return RateCount(per_minute, estimate, 60.0 - into, None)
+        return RateCount(per_minute, estimate - 1, 60.0 - into, wait_for(count, prev, per_minute, into))
 
 
 class RedisNonces:
