@@ -7,6 +7,7 @@ import sys
 
 from infernet.cli import (  # noqa: F401  (they register commands)
     chat,
+    control_plane,
     doctor,
     hardware,
     keys,

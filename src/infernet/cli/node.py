@@ -19,7 +19,7 @@ from infernet.cli.app import LogFormatOpt, app, console, fail
 
 @app.command()
 def start(
-    control_plane: Annotated[Optional[str], typer.Option("--control-plane", "-c", envvar="INFERNET_CONTROL_PLANE", help="Control plane URL.")] = None,
+    control_planes: Annotated[Optional[list[str]], typer.Option("--control-plane", "-c", envvar="INFERNET_CONTROL_PLANE", help="Control plane URL; repeat it (or separate with commas) for several replicas of one network: the node moves to another when its replica goes away.")] = None,
     backend: Annotated[str, typer.Option("--backend", "-b", help=f"One of: {', '.join(CHOICES)}. auto: probe the engines' default ports.")] = "auto",
     backend_url: Annotated[Optional[str], typer.Option("--backend-url", help="Engine URL; default: its usual port.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Serve only this model.")] = None,
@@ -37,7 +37,7 @@ def start(
         fail(f"unknown backend {backend!r}", f"choose one of {', '.join(CHOICES)}")
     home = config.home()
     saved = config.read_json(home / "node.json")
-    control_plane = control_plane or saved.get("control_plane")
+    control_plane = ",".join(u.strip() for c in control_planes or () for u in c.split(",") if u.strip()) or saved.get("control_plane")
     if not control_plane:
         fail("no control plane given", "pass --control-plane URL (or set INFERNET_CONTROL_PLANE)")
     config.write_private(home / "node.json", {**saved, "control_plane": control_plane, "backend": backend, "backend_url": backend_url, "model": model})

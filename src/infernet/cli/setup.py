@@ -220,7 +220,7 @@ def setup(
     if running:
         console.print(f"the node is already running (pid {(home / 'node.pid').read_text().strip()}) with this configuration")
     else:
-        start(control_plane=new["control_plane"], backend=chosen, backend_url=backend_url, model=chosen_model, name=node_name, foreground=False, verbose=False)
+        start(control_planes=[new["control_plane"]], backend=chosen, backend_url=backend_url, model=chosen_model, name=node_name, foreground=False, verbose=False)
     info = _wait_for_heartbeat(url, ident, home, wait_s)
     console.print(
         f"\n[bold green]✓ node online[/]: {ident.npub[:20]}… registered as [bold]{info.get('name')}[/], tier [bold]{info.get('tier')}[/], "

@@ -79,7 +79,12 @@ async def _up(home: Path, host: str, port: int, api_key: str, backend: str, back
         def capture_signals(self):  # type: ignore[no-untyped-def]
             return contextlib.nullcontext()  # we handle signals: stop the nodes first
 
-    cp = await ControlPlane.open(f"sqlite:///{home / 'control.db'}")
+    from infernet.control.errors import InfernetError
+
+    try:
+        cp = await ControlPlane.open(f"sqlite:///{home / 'control.db'}")
+    except InfernetError as exc:  # another `up` holds this home's database
+        fail(exc.message, "stop the other `infernet up`, or set another INFERNET_HOME")
     server = Server(server_config(create_app(cp, admin_key=api_key), host, port, timeout_graceful_shutdown=3))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

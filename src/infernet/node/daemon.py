@@ -46,6 +46,7 @@ from infernet.protocol.messages import (
 
 log = logging.getLogger("infernet.node")
 CONNECT_PATH = "/api/v1/nodes/connect"
+PING_S = 5.0
 
 
 def ws_url(control_url: str) -> str:
@@ -95,13 +96,22 @@ class Node:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._capacity = 1
         self._tps = 0.0
+        self._url_at = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def control_urls(self) -> list[str]:
+        """`control_url` may name several replicas of one network, comma-separated."""
+        return [u.strip() for u in self.control_url.split(",") if u.strip()]
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Stay connected until `stop` is set, reconnecting with jittered backoff."""
+        """Stay connected until `stop` is set. A lost link goes at once to the next control
+        plane URL (another replica of the network); only a whole round of them failing backs
+        off, jittered."""
         stop = stop or asyncio.Event()
         delay = 0.25
+        failed_in_a_row = 0
         while not stop.is_set():
             started = time.monotonic()
             session = asyncio.ensure_future(self._session())
@@ -120,13 +130,18 @@ class Node:
             stopper.cancel()
             exc = session.exception()
             self.status.connected = False
+            urls = self.control_urls
+            self._url_at = (self._url_at + 1) % len(urls)
+            failed_in_a_row += 1
+            if time.monotonic() - started > 30:
+                delay, failed_in_a_row = 0.25, 1  # a long healthy session resets the backoff
             if exc is not None:
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("control plane connection lost (%s); retrying in %.1fs", self.status.last_error, delay)
-            if time.monotonic() - started > 30:
-                delay = 0.25  # a long healthy session resets the backoff
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 15.0)
+                log.warning("control plane connection lost (%s); trying %s", self.status.last_error, urls[self._url_at])
+            if failed_in_a_row >= len(urls):  # every replica was tried: wait before the next round
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 15.0)
+                failed_in_a_row = 0
         for task in list(self._jobs.values()):
             task.cancel()
         await asyncio.gather(*self._jobs.values(), return_exceptions=True)
@@ -149,7 +164,13 @@ class Node:
     async def _session(self) -> None:
         models, self._capacity = await self._advertised()
         header = auth.sign_request(self.identity, "GET", CONNECT_PATH)
-        async with websockets.connect(ws_url(self.control_url), additional_headers={auth.AUTH_HEADER: header}, max_size=2**24, open_timeout=10, compression=None) as ws:
+        url = self.control_urls[self._url_at % len(self.control_urls)]
+        # Pings every few seconds: a replica cut off by the network (no close, no reset) is
+        # noticed in seconds, and the node moves to another.
+        async with websockets.connect(
+            ws_url(url), additional_headers={auth.AUTH_HEADER: header}, max_size=2**24, open_timeout=10, compression=None,
+            ping_interval=PING_S, ping_timeout=PING_S,
+        ) as ws:
             welcome = control_decoder.decode(await ws.recv())
             if not isinstance(welcome, Welcome):
                 raise ConnectionError("the control plane did not welcome this node")
@@ -163,7 +184,7 @@ class Node:
             self.status.connected = True
             self.status.node_id = self.identity.pubkey
             self.status.connected_at = time.time()
-            log.info("connected to %s as %s", self.control_url, self.identity.npub)
+            log.info("connected to %s as %s", url, self.identity.npub)
             tasks = [asyncio.ensure_future(t) for t in (self._reader(ws), self._writer(ws), self._heartbeat(welcome.heartbeat_s, models))]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from infernet.control import bounds, schemas
 from infernet.control.api import params
 from infernet.control.api.deps import json, keyed, plane
 from infernet.control.api.openai import SSE_HEADERS, start_job
+from infernet.control.bus import CancelJob
 from infernet.control.errors import Conflict, InvalidRequest, NotFound
 from infernet.control.store import TERMINAL, KeyRecord
 
@@ -71,7 +73,7 @@ async def create_job(request: Request, key: KeyRecord) -> Response:
     idem = request.headers.get("idempotency-key")
     if idem is not None and not 1 <= len(idem) <= 200:
         raise InvalidRequest("Idempotency-Key must be 1 to 200 characters.", param="Idempotency-Key")
-    job, existing = await start_job(request, key, kind, req, body, idem)
+    job, existing = await start_job(request, key, kind, req, body, idem, origin="jobs")
     if existing is not None:
         if (existing["kind"], existing["model"], existing["body"]) != (kind, req.model, body):
             raise Conflict("This Idempotency-Key was already used with a different request; use a new key.", param="Idempotency-Key", code="idempotency_key_reused")
@@ -130,34 +132,66 @@ async def job_events(request: Request, key: KeyRecord) -> Response:
 
 
 async def cancel_job(request: Request, key: KeyRecord) -> Response:
+    """Cancel a job wherever it runs: here, or through the bus at the replica driving it."""
     cp = plane(request)
     row = await own_job(request, request.path_params["job_id"], key)
     live = cp.driver.jobs.get(row["id"])
+    wait = cp.settings.cancel_grace_s + 1
     if live is not None:
         live.request_cancel("cancelled by the client")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(live.finished.wait(), cp.settings.cancel_grace_s + 1)
+            await asyncio.wait_for(live.finished.wait(), wait)
+    elif row["status"] not in TERMINAL and row.get("owner"):
+        cp.bus.tell(row["owner"], CancelJob(row["id"]))
+        await _until_ended(cp, row["id"], wait)
     return json(view(await own_job(request, row["id"], key)))
 
 
+async def _until_ended(cp: ControlPlane, job_id: str, timeout: float) -> dict[str, Any] | None:
+    """The job's row once it is final (or as it is after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await cp.store.jobs.get(job_id)
+        if row is None or row["status"] in TERMINAL or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(0.1)
+
+
 async def stream_job(request: Request, key: KeyRecord) -> Response:
+    """A job's events from Last-Event-ID on, at any replica: live from here or from the
+    replica driving it, else as stored once the job has ended."""
     cp = plane(request)
     row = await own_job(request, request.path_params["job_id"], key)
     last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not (last.isascii() and last.isdigit() and len(last) <= 10 and int(last) <= bounds.MAX_EVENT_ID):
         raise InvalidRequest(f"Last-Event-ID must be an event number from 0 to {bounds.MAX_EVENT_ID}.", param="Last-Event-ID")
-    after = int(last)
-
-    async def stored() -> AsyncIterator[tuple[int, str, dict]]:
-        for event in await cp.store.jobs.events_after(row["id"], after):
-            yield event
+    job_id, after = row["id"], int(last)
+    # How long to wait for a job whose replica went away: until a sweep takes it over.
+    patience = 2 * cp.settings.lease_s + cp.settings.queue_timeout_s
 
     async def events() -> AsyncIterator[bytes]:
-        live = cp.driver.jobs.get(row["id"])
-        async for seq, typ, data in live.follow(after) if live is not None else stored():
-            yield f"id: {seq}\nevent: {typ}\n".encode() + b"data: " + msgspec.json.encode(data) + b"\n\n"
+        seen, deadline = after, time.monotonic() + patience
+        while True:
+            current = await cp.store.jobs.get(job_id) if job_id not in cp.driver.jobs else None
+            if current is not None and current["status"] in TERMINAL:
+                source: AsyncIterator[Any] = _stored(cp, job_id, seen)
+            else:
+                source = cp.driver.follow(job_id, seen, current.get("owner") if current else None)
+            async for seq, typ, data in source:
+                seen = seq
+                yield f"id: {seq}\nevent: {typ}\n".encode() + b"data: " + msgspec.json.encode(data) + b"\n\n"
+                if typ in ("done", "error"):
+                    return
+            if (current is not None and current["status"] in TERMINAL) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.5)  # its replica went away: wait for the sweep to settle it
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _stored(cp: ControlPlane, job_id: str, after: int) -> AsyncIterator[tuple[int, str, dict]]:
+    for event in await cp.store.jobs.events_after(job_id, after):
+        yield event
 
 
 routes = [

@@ -295,7 +295,7 @@ class _Answer:
 
 
 async def _generation(request: Request, key: KeyRecord, kind: str, req: Any, stream: bool, chat: bool) -> Response:
-    job, _ = await start_job(request, key, kind, req, schemas.client_body(req))
+    job, _ = await start_job(request, key, kind, req, schemas.client_body(req), origin="ollama")
     assert job is not None
     await wait_unless_disconnected(request, job, job.started if stream else job.placed)
     if job.finished.is_set() and job.status is not JobStatus.COMPLETED and not job.delivered:
@@ -364,7 +364,7 @@ async def embed(request: Request, key: KeyRecord) -> Response:
     body = _decode(await request.body(), EmbedBody)
     req = _normalized(schemas.EmbeddingRequest, {"model": body.model, "input": body.input, **({"dimensions": body.dimensions} if body.dimensions else {})})
     started = time.time()
-    job, _ = await start_job(request, key, "embedding", req, schemas.to_body(req))
+    job, _ = await start_job(request, key, "embedding", req, schemas.to_body(req), origin="ollama")
     assert job is not None
     await wait_unless_disconnected(request, job, job.finished)
     if job.status is not JobStatus.COMPLETED or job.state.result is None:

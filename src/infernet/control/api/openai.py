@@ -103,7 +103,7 @@ def check_needs(cp: Any, model: str, needs: dict[str, str]) -> None:
             raise InvalidRequest(f"{what} is not supported by `{model}` on any online node serving it.", param=param, code="unsupported_parameter")
 
 
-async def start_job(request: Request, key: KeyRecord, kind: str, req: Any, body: dict[str, Any], idem: str | None = None) -> tuple[LiveJob | None, dict | None]:
+async def start_job(request: Request, key: KeyRecord, kind: str, req: Any, body: dict[str, Any], idem: str | None = None, *, origin: str = "openai") -> tuple[LiveJob | None, dict | None]:
     """Check the request against the fleet and submit: (live job, None), or (live or None,
     existing row) for a reused idempotency key."""
     cp = plane(request)
@@ -117,7 +117,7 @@ async def start_job(request: Request, key: KeyRecord, kind: str, req: Any, body:
     route = schemas.route_of(req, needs)
     await check_context(cp, kind, req, body)
     try:
-        job, row = await cp.driver.submit(key.id, kind, model, body, idem, route)
+        job, row = await cp.driver.submit(key.id, kind, model, body, idem, route, origin=origin)
     finally:
         note_job(request, None, cp.billing.rates.get(key.id) if cp.billing is not None else None)
     note_job(request, job.id if job is not None else (row or {}).get("id"), None)
