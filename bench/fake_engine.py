@@ -1,4 +1,5 @@
-"""An instant OpenAI-compatible engine for relay benchmarks: streams N chunks, then usage.
+"""An instant OpenAI-compatible engine for relay benchmarks: streams N chunks, then usage
+(or answers the same text at once, when the request does not stream).
 
     python bench/fake_engine.py PORT [CHUNKS]
 """
@@ -21,8 +22,15 @@ async def models(request: Request) -> JSONResponse:
     return JSONResponse({"object": "list", "data": [{"id": "bench-model", "object": "model", "owned_by": "bench"}]})
 
 
-async def chat(request: Request) -> StreamingResponse:
+async def chat(request: Request) -> StreamingResponse | JSONResponse:
     body = await request.json()
+    if not body.get("stream"):
+        text = "".join(f" tok{i}" for i in range(CHUNKS))
+        return JSONResponse({
+            "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": CHUNKS, "total_tokens": 10 + CHUNKS},
+        })
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
 
     async def events():

@@ -21,7 +21,7 @@ class RawNode:
         self.ws = ws
         self.ident = ident
         self.welcome = welcome
-        self.signer = auth.FrameSigner(ident, bytes.fromhex(welcome.session))
+        self.signer = auth.FrameSigner(ident, bytes.fromhex(welcome.session), welcome.ephemeral)
 
     @classmethod
     async def connect(cls, url: str, ident: keys.Identity, auth_header: str | None = None) -> RawNode:
@@ -31,7 +31,7 @@ class RawNode:
         return cls(ws, ident, welcome)
 
     async def send(self, frame: msgspec.Struct) -> bytes:
-        sealed = self.signer.seal(encode(frame))
+        sealed = (self.signer.seal_signed if isinstance(frame, Hello) else self.signer.seal)(encode(frame))
         await self.ws.send(sealed)
         return sealed
 

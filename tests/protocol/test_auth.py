@@ -35,21 +35,38 @@ def test_any_change_or_a_stale_clock_is_refused(change, message):
         auth.check_request(header, args["method"], args["target"], args["body"], now=time.time() + args["skew"])
 
 
-def test_frames_bind_key_session_and_order():
-    ident, session = keys.Identity.generate(), b"s" * 16
-    signer = auth.FrameSigner(ident, session)
+def _pair(ident=None, session=b"s" * 16):
+    ident = ident or keys.Identity.generate()
+    secret, public = auth.ephemeral()
+    return ident, auth.FrameSigner(ident, session, public), auth.FrameVerifier(ident.pubkey, session, secret)
+
+
+def test_the_hello_is_signed_and_later_frames_carry_a_mac_bound_to_key_session_and_order():
+    ident, signer, verifier = _pair()
+    hello = signer.seal_signed(b'{"t":"hello"}')
+    assert len(hello) == 64 + 8 + 13 and verifier.open_signed(hello) == b'{"t":"hello"}'
     one, two = signer.seal(b'{"t":"heartbeat","active":0}'), signer.seal(b'{"t":"heartbeat","active":1}')
-    verifier = auth.FrameVerifier(ident.pubkey, session)
+    assert len(one) == auth.TAG + 8 + 28  # a MAC, not a signature
     assert verifier.open(one) == b'{"t":"heartbeat","active":0}'
     with pytest.raises(auth.AuthError, match="replayed"):
         verifier.open(one)
     assert verifier.open(two).endswith(b"1}")
+    three = signer.seal(b"{}")
+    for other in (_pair(ident, b"t" * 16)[2], _pair(keys.Identity.generate())[2]):  # another session; another key
+        with pytest.raises(auth.AuthError, match="MAC"):
+            other.open(three)
+    tampered = bytearray(three)
+    tampered[-1] ^= 1
+    with pytest.raises(auth.AuthError, match="MAC"):
+        verifier.open(bytes(tampered))
     with pytest.raises(auth.AuthError, match="signature"):
-        auth.FrameVerifier(ident.pubkey, b"t" * 16).open(one)  # another session
-    with pytest.raises(auth.AuthError, match="signature"):
-        auth.FrameVerifier(keys.Identity.generate().pubkey, session).open(one)  # another key
-    tampered = one[:-2] + b"1}"
-    with pytest.raises(auth.AuthError, match="signature"):
-        auth.FrameVerifier(ident.pubkey, session).open(tampered)
+        verifier.open_signed(signer.seal(b"{}") + b"x" * 50)  # a MAC'd frame is no signature
     with pytest.raises(auth.AuthError, match="short"):
         verifier.open(b"x" * 10)
+
+
+def test_both_sides_agree_on_the_key_whatever_the_parity_of_the_nodes_point():
+    for _ in range(32):  # about half the keys have an odd-y point that BIP-340 lifts to its negation
+        _, signer, verifier = _pair()
+        assert verifier.open(signer.seal(b"x")) == b"x"
+

@@ -49,21 +49,3 @@ def test_signed_request_checks():
     for junk in (None, "", "!!!", base64.b64encode(b"[1]").decode()):
         with pytest.raises(auth.AuthError):
             auth.check_request(junk, "GET", "/x")
-
-
-def test_frames_are_bound_to_session_and_order():
-    ident = keys.Identity.generate()
-    signer = auth.FrameSigner(ident, b"s" * 16)
-    verifier = auth.FrameVerifier(ident.pubkey, b"s" * 16)
-    one, two = signer.seal(b'{"t":"a"}'), signer.seal(b'{"t":"b"}')
-    assert verifier.open(one) == b'{"t":"a"}'
-    with pytest.raises(auth.AuthError, match="replayed"):
-        verifier.open(one)
-    assert verifier.open(two) == b'{"t":"b"}'
-    other_session = auth.FrameVerifier(ident.pubkey, b"t" * 16)
-    with pytest.raises(auth.AuthError):
-        other_session.open(signer.seal(b"{}"))
-    tampered = bytearray(signer.seal(b'{"t":"c"}'))
-    tampered[-2] ^= 1
-    with pytest.raises(auth.AuthError, match="signature"):
-        verifier.open(bytes(tampered))

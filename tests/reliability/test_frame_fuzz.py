@@ -44,6 +44,8 @@ from tests.reliability.threaded import network_in_thread, run_on
 EXAMPLES = int(os.environ.get("INFERNET_FUZZ_EXAMPLES", "40"))
 IDENT = keys.Identity.generate()
 SESSION = os.urandom(16)
+EPHEMERAL = auth.ephemeral()  # (secret, public) of the control plane's side of the session
+H = auth.TAG + 8  # where a frame's JSON starts, after its MAC and sequence number
 
 # -- what to mutate -------------------------------------------------------------------------
 
@@ -110,7 +112,7 @@ class Socket:
 async def read_all(messages: list[bytes | str]) -> tuple[list[Any], BaseException | None]:
     """Every frame a session's reader makes of these messages, and what ended it."""
     wire = [{"type": "websocket.receive", "bytes": m} if isinstance(m, bytes) else {"type": "websocket.receive", "text": m} for m in messages]
-    reader = _FrameReader(Socket(wire), auth.FrameVerifier(IDENT.pubkey, SESSION), IDENT.pubkey)  # type: ignore[arg-type]
+    reader = _FrameReader(Socket(wire), auth.FrameVerifier(IDENT.pubkey, SESSION, EPHEMERAL[0]), IDENT.pubkey)  # type: ignore[arg-type]
     out: list[Any] = []
     while True:
         try:
@@ -131,7 +133,7 @@ def ends_cleanly(exc: BaseException | None) -> bool:
 @given(st.lists(mutated(), max_size=12))
 @settings(max_examples=EXAMPLES * 10, deadline=None, suppress_health_check=list(HealthCheck))
 def test_signed_frames_of_any_shape_are_read_or_skipped_never_fatal(raws):
-    signer = auth.FrameSigner(IDENT, SESSION)
+    signer = auth.FrameSigner(IDENT, SESSION, EPHEMERAL[1])
     out, end = asyncio.run(read_all([signer.seal(r) for r in raws]))
     # Only a runaway of half-sent parts may end a session of signed frames (it is bounded).
     assert ends_cleanly(end) or isinstance(end, FrameTooBig), repr(end)
@@ -152,7 +154,7 @@ def _readable(raw: bytes) -> Any:
 @given(st.lists(mutated(), min_size=1, max_size=6), st.data())
 @settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=list(HealthCheck))
 def test_a_forged_or_replayed_frame_ends_the_session(raws, data):
-    signer = auth.FrameSigner(IDENT, SESSION)
+    signer = auth.FrameSigner(IDENT, SESSION, EPHEMERAL[1])
     sealed = [signer.seal(r) for r in raws]
     at = data.draw(st.integers(0, len(sealed) - 1))
     how = data.draw(st.sampled_from(["flip_signature", "flip_seq", "flip_body", "other_key", "other_session", "replay", "short"]))
@@ -160,18 +162,18 @@ def test_a_forged_or_replayed_frame_ends_the_session(raws, data):
     if how == "flip_signature":
         bad = bytes([bad[0] ^ 1]) + bad[1:]
     elif how == "flip_seq":
-        bad = bad[:71] + bytes([bad[71] ^ 2]) + bad[72:]
+        bad = bad[: H - 1] + bytes([bad[H - 1] ^ 2]) + bad[H:]
     elif how == "flip_body":
-        bad = bad + b" " if len(bad) == 72 else bad[:72] + bytes([bad[72] ^ 4]) + bad[73:]
+        bad = bad + b" " if len(bad) == H else bad[:H] + bytes([bad[H] ^ 4]) + bad[H + 1 :]
     elif how == "other_key":
-        bad = auth.FrameSigner(keys.Identity.generate(), SESSION).seal(raws[at])
+        bad = auth.FrameSigner(keys.Identity.generate(), SESSION, EPHEMERAL[1]).seal(raws[at])
     elif how == "other_session":
-        bad = auth.FrameSigner(IDENT, os.urandom(16)).seal(raws[at])
+        bad = auth.FrameSigner(IDENT, os.urandom(16), EPHEMERAL[1]).seal(raws[at])
     elif how == "replay":
         bad = sealed[0]  # already taken (at = 0: replayed right after itself)
         at += 1
     else:
-        bad = bad[:40]
+        bad = bad[: H - 1]
     wire = [*sealed[:at], bad, *sealed[at:]] if how == "replay" else [*sealed[:at], bad, *sealed[at + 1 :]]
     out, end = asyncio.run(read_all(wire))
     assert isinstance(end, auth.AuthError) or (isinstance(end, FrameTooBig) and len(out) <= at), (how, repr(end))
@@ -251,7 +253,7 @@ async def _rogue_round(net, raws: list[bytes], forge: bool) -> dict[str, Any]:
         for raw in raws:
             await rogue.ws.send(rogue.signer.seal(raw.replace(b"job-x", job_id.encode())))
         if forge:
-            await rogue.ws.send(auth.FrameSigner(keys.Identity.generate(), bytes.fromhex(rogue.welcome.session)).seal(encode(Tokens(job_id=job_id, text="forged"))))
+            await rogue.ws.send(auth.FrameSigner(keys.Identity.generate(), bytes.fromhex(rogue.welcome.session), rogue.welcome.ephemeral).seal(encode(Tokens(job_id=job_id, text="forged"))))
             code = await asyncio.wait_for(rogue.closed_code(), 10)
         else:
             await rogue.send(Done(job_id=job_id, usage=Usage(1, 1)))

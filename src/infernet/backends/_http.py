@@ -14,6 +14,9 @@ from infernet.backends.base import BackendError
 
 # Read timeout is per chunk: a long generation is fine, a silent engine is not.
 TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
+# One engine takes many requests at once: keep a connection per request alive, or every
+# request past httpx's default of 20 kept-alive connections pays a new TCP connection.
+LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=60)
 INFO_TIMEOUT = 5.0
 
 

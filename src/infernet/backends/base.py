@@ -51,8 +51,9 @@ class Backend(Protocol):
 
     async def models(self) -> list[ModelAd]: ...
 
-    async def capacity(self) -> int:
-        """How many requests the engine runs at once; the node never takes more."""
+    async def capacity(self) -> int | None:
+        """How many requests the engine runs at once; the node never takes more. None: the
+        engine does not say, and the node learns it from the engine's latency."""
         ...
 
     def chat(self, body: dict[str, Any]) -> AsyncIterator[Chunk]: ...

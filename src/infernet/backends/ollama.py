@@ -23,6 +23,7 @@ import httpx
 
 from infernet.backends._http import (
     INFO_TIMEOUT,
+    LIMITS,
     TIMEOUT,
     embedding_inputs,
     embedding_response,
@@ -139,7 +140,7 @@ class OllamaBackend:
         self.keep_alive = keep_alive if keep_alive is not None else os.environ.get("INFERNET_OLLAMA_KEEP_ALIVE") or None
         self.num_ctx = num_ctx
         self.parallel = parallel
-        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=TIMEOUT)
+        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=TIMEOUT, limits=LIMITS)
         self._show_cache: dict[str, dict[str, Any]] = {}  # digest -> /api/show facts
         self._trained: dict[str, int | None] = {}  # installed model -> trained context
 

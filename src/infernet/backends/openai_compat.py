@@ -8,10 +8,8 @@ many requests it runs at once (see `info`).
 Capacity (jobs the node takes at once; the node never takes more):
 - llama.cpp: its slots (`/props` `total_slots`, else the length of `/slots`), else 1.
 - SGLang: `max_running_requests` from `/get_server_info`, capped at `BATCH_CAP`.
-- vLLM: it does not publish `max_num_seqs` over HTTP; `BATCH_DEFAULT` (32). Continuous
-  batching runs that many with little per-request slowdown on a 24 GB+ card, while the
-  default `max_num_seqs` (256+) would let one node swallow a whole queue and serve it slowly.
-- anything else: 4.
+- vLLM: it does not publish `max_num_seqs` over HTTP, and anything else says nothing: the
+  node learns the limit from the engine's latency (`node/capacity.py`).
 An operator's `--capacity` overrides all of these.
 """
 
@@ -29,6 +27,7 @@ import msgspec
 
 from infernet.backends._http import (
     INFO_TIMEOUT,
+    LIMITS,
     TIMEOUT,
     embedding_inputs,
     embedding_response,
@@ -44,7 +43,7 @@ log = logging.getLogger("infernet.backends")
 
 BATCH_DEFAULT = 32
 BATCH_CAP = 64
-_DEFAULT_CAPACITY = {"vllm": BATCH_DEFAULT, "sglang": BATCH_DEFAULT, "llamacpp": 1, "openai": 4}
+_DEFAULT_CAPACITY = {"sglang": BATCH_DEFAULT, "llamacpp": 1}  # vLLM and others: learned
 
 
 @dataclass
@@ -81,7 +80,7 @@ class OpenAICompatBackend:
         self.model = model
         self._capacity = capacity
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=TIMEOUT, headers=headers)
+        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=TIMEOUT, limits=LIMITS, headers=headers)
         self._aliases: dict[str, str] = {}  # advertised name -> the engine's model id
         self._warned_usage = False
         # While a request runs, heartbeats reuse what the engine last said: llama-cpp-python's
@@ -235,17 +234,19 @@ class OpenAICompatBackend:
         # (and refuses what it cannot do with its own 400).
         return FEATURES, ("text",)
 
-    async def capacity(self) -> int:
+    async def capacity(self) -> int | None:
+        """The engine's own figure; None where it says none (vLLM, a generic server): the
+        node then learns it (`node/capacity.py`)."""
         if self._capacity:
             return self._capacity
         if self._inflight and self._last_capacity is not None:
-            return self._last_capacity
+            return self._last_capacity or None
         try:
             info = await self.info()
         except BackendError:
             info = None
-        self._last_capacity = info.slots if info is not None and info.slots else _DEFAULT_CAPACITY.get(self.name, 4)
-        return self._last_capacity
+        self._last_capacity = info.slots if info is not None and info.slots else _DEFAULT_CAPACITY.get(self.name, 0)
+        return self._last_capacity or None
 
     async def _engine_model(self, body: dict[str, Any]) -> str:
         model = body.get("model") or self.model or ""

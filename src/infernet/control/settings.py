@@ -21,8 +21,8 @@ class Settings:
     # A hold whose job row is missing this long after it was taken belongs to a run that died
     # between the two commits (milliseconds apart): it is released (at start, then periodically).
     orphan_hold_s: float = 60.0
-    max_queued: int = 1000  # jobs waiting for a slot, all keys together
-    max_queued_per_key: int = 100
+    max_queued: int = 10_000  # jobs waiting for a slot, all keys together (a waiter costs a future)
+    max_queued_per_key: int = 2_000  # fairness is the round-robin's; this bounds one key's memory
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     reputation_half_life_s: float = 3600.0
     verify: VerifyPolicy = field(default_factory=VerifyPolicy)

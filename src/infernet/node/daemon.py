@@ -22,6 +22,7 @@ import websockets
 
 from infernet import __version__, logs
 from infernet.backends.base import Backend, BackendError
+from infernet.node.capacity import AdaptiveLimit
 from infernet.protocol import auth, keys, receipts
 from infernet.protocol.messages import (
     Accept,
@@ -95,6 +96,7 @@ class Node:
         self._cancelled: set[str] = set()
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._capacity = 1
+        self._limit: AdaptiveLimit | None = None
         self._tps = 0.0
         self._url_at = 0
 
@@ -151,13 +153,18 @@ class Node:
         so the router sends nothing here until it is back; the node itself stays connected."""
         try:
             models = await self.backend.models()
-            capacity = max(1, await self.backend.capacity())
+            said = await self.backend.capacity()
         except BackendError as exc:
             if exc.message != self.status.last_error:
                 log.warning("engine unavailable, advertising no models: %s", exc.message)
             self.status.last_error = exc.message
             self.status.models = []
             return [], self._capacity
+        if said is None:  # the engine does not say: learn it from its latency
+            self._limit = self._limit or AdaptiveLimit()
+            capacity = self._limit.limit
+        else:
+            self._limit, capacity = None, max(1, said)
         self.status.models, self.status.capacity = [m.name for m in models], capacity
         return models, capacity
 
@@ -175,9 +182,9 @@ class Node:
             if not isinstance(welcome, Welcome):
                 raise ConnectionError("the control plane did not welcome this node")
             self._ws = ws
-            self._signer = auth.FrameSigner(self.identity, bytes.fromhex(welcome.session))
+            self._signer = auth.FrameSigner(self.identity, bytes.fromhex(welcome.session), welcome.ephemeral)
             self._outbox.clear()
-            await ws.send(self._signer.seal(encode(Hello(
+            await ws.send(self._signer.seal_signed(encode(Hello(
                 pubkey=self.identity.pubkey, backend=self.backend.name, models=models, capacity=self._capacity,
                 tier=self.tier, hardware=self.hardware, name=self.name, version=__version__, price=self.price,
             ))))
@@ -298,6 +305,8 @@ class Node:
         sent: list[str] = []
         usage: Usage | None = None
         started = time.monotonic()
+        first_at = 0.0
+        running = len(self._jobs)
         try:
             if job.kind == "embedding":
                 result = await self.backend.embed(job.body)
@@ -310,6 +319,8 @@ class Node:
             finish = None
             try:
                 async for chunk in stream:
+                    if not first_at:
+                        first_at = time.monotonic()
                     if chunk.tool_calls or chunk.logprobs:
                         sent.append(chunk.text + call_text(chunk.tool_calls))
                         self._send(Tokens(job_id=job.job_id, text=chunk.text, tool_calls=chunk.tool_calls, logprobs=chunk.logprobs))
@@ -327,6 +338,8 @@ class Node:
             self._send(self._done(job, usage, finish))
             self.status.jobs_done += 1
             self.status.tokens_out += usage.completion_tokens
+            if self._limit is not None and first_at:
+                self._learned(self._limit.sample(first_at - started, running))
             elapsed = time.monotonic() - started
             if elapsed > 0 and usage.completion_tokens:
                 rate = usage.completion_tokens / elapsed
@@ -340,6 +353,8 @@ class Node:
         except BackendError as exc:
             self.status.jobs_failed += 1
             self.status.last_error = exc.message
+            if self._limit is not None and exc.code == "over_capacity":
+                self._learned(self._limit.overloaded())
             if usage is None and sent:
                 usage = await self._count(sent)
             self._send(Fail(job_id=job.job_id, message=exc.message, code=exc.code, retryable=exc.retryable and not sent, usage=usage))
@@ -349,6 +364,13 @@ class Node:
             if usage is None and sent:
                 usage = await self._count(sent)
             self._send(Fail(job_id=job.job_id, message=f"node error: {type(exc).__name__}: {exc}", retryable=not sent, usage=usage))
+
+    def _learned(self, capacity: int) -> None:
+        """A learned capacity that moved goes up at once (a small frame, and the limit moves
+        by whole slots), so the control plane hands out as many slots as the engine takes now."""
+        if capacity != self._capacity:
+            self._capacity = self.status.capacity = capacity
+            self._send(Heartbeat(active=len(self._jobs), tokens_per_s=round(self._tps, 2), capacity=capacity))
 
     async def _count(self, sent: list[str]) -> Usage:
         """Usage for text an engine produced without reporting usage: its tokenizer's count

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: frames after the hello carry a MAC, not a signature
 
 # Every number and name a node sends lands in a database column or in a sum the books make,
 # so each is bounded where it is decoded: a frame over a bound is unreadable, and skipped.
@@ -160,7 +160,8 @@ NodeFrame = Hello | Heartbeat | Accept | Tokens | Done | Fail | Part
 
 
 class Welcome(msgspec.Struct, frozen=True, tag="welcome", tag_field="t"):
-    session: str  # hex; binds every signed node frame to this connection
+    session: str  # hex; binds every node frame to this connection
+    ephemeral: str  # hex: the control plane's key for this session (the frames' MAC key is agreed by ECDH)
     node_id: str
     heartbeat_s: float = 10.0
 

@@ -7,7 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from infernet.control.bus import CancelJob, Dispatch, JobFrame, NodeGone, NodeInfo, NodeSeen, Release, Reserve
+from infernet.control.bus import (
+    CancelJob,
+    Dispatch,
+    JobFrame,
+    NodeGone,
+    NodeInfo,
+    NodeSeen,
+    Release,
+    Reserve,
+)
 from infernet.control.bus.redis import RedisBus
 from infernet.protocol.messages import Job, ModelAd, Tokens
 

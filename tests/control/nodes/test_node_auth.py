@@ -66,7 +66,7 @@ async def test_frames_signed_by_another_key_replayed_or_from_another_session_clo
         ident = keys.Identity.generate()
 
         node = await RawNode.connect(net.url, ident)
-        node.signer = auth.FrameSigner(keys.Identity.generate(), bytes.fromhex(node.welcome.session))
+        node.signer = auth.FrameSigner(keys.Identity.generate(), bytes.fromhex(node.welcome.session), node.welcome.ephemeral)
         await node.hello()
         assert await node.closed_code() == 4400
 

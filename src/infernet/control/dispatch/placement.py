@@ -235,11 +235,16 @@ class Placement:
 
     def _dispatch(self, prune: bool = False) -> None:
         """Hand free slots to waiting jobs in fair order; with `prune`, fail the waiters no
-        online node could ever take (their last node went away)."""
+        online node could ever take (their last node went away). Waiters that ask the same
+        thing (model and constraints) are asked once per pass: a deep queue of like jobs
+        costs one pick, not one per waiter, each time a slot frees."""
         progress = True
+        stuck: set[RouteRequest] = set()  # a slot taken frees none: what found none stays stuck
         while progress and len(self.queue):
             progress = False
             for key, w in self.queue.order():
+                if w.req in stuck:
+                    continue
                 pick = self.pick(w.req)
                 if pick is not None:
                     self.queue.take(key, w)
@@ -252,6 +257,7 @@ class Placement:
                     w.fut.set_exception(Refused(why))
                     progress = True
                     break
+                stuck.add(w.req)
 
     # -- Retry-After ----------------------------------------------------------------------
 

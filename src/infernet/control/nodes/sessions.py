@@ -117,7 +117,8 @@ class _FrameReader:
         self.parts = Assembler()
         self.skipped = 0
 
-    async def next(self) -> Any:
+    async def next(self, *, signed: bool = False) -> Any:
+        """The next frame; `signed`: the hello, which carries the node's signature."""
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -126,7 +127,7 @@ class _FrameReader:
             if raw is None:
                 self._skip("a text message (node frames are binary)")
                 continue
-            data = self.verifier.open(raw)
+            data = self.verifier.open_signed(raw) if signed else self.verifier.open(raw)
             try:
                 frame = node_decoder.decode(data)
                 if isinstance(frame, Part):
@@ -196,11 +197,12 @@ class NodeSessions:
         logs.node_id.set(signed.pubkey)  # this socket's task: its log lines name the node
         await ws.accept()
         session = os.urandom(16)
-        await ws.send_text(encode(Welcome(session=session.hex(), node_id=signed.pubkey, heartbeat_s=self.heartbeat_s)).decode())
-        reader = _FrameReader(ws, auth.FrameVerifier(signed.pubkey, session), signed.pubkey)
+        secret, public = auth.ephemeral()
+        await ws.send_text(encode(Welcome(session=session.hex(), ephemeral=public, node_id=signed.pubkey, heartbeat_s=self.heartbeat_s)).decode())
+        reader = _FrameReader(ws, auth.FrameVerifier(signed.pubkey, session, secret), signed.pubkey)
         conn: NodeConn | None = None
         try:
-            first = await asyncio.wait_for(reader.next(), HELLO_TIMEOUT_S)
+            first = await asyncio.wait_for(reader.next(signed=True), HELLO_TIMEOUT_S)
             if not isinstance(first, Hello) or first.pubkey != signed.pubkey:
                 raise auth.AuthError("the first frame must be a hello for the signing key")
             conn = NodeConn(ws, first, session, self.bus.replica)
