@@ -8,7 +8,7 @@ import json
 import pytest
 
 from infernet.backends.base import BackendError
-from infernet.backends.openai_compat import BATCH_DEFAULT, OpenAICompatBackend
+from infernet.backends.openai_compat import OpenAICompatBackend
 from infernet.protocol.messages import Usage
 from tests.backends.fakes import FAIL_MODES, FakeOpenAIEngine, serve
 
@@ -78,7 +78,7 @@ async def test_models_context_and_capacity_from_native_endpoints(flavour):
         backend = OpenAICompatBackend(url, engine=flavour)
         ads = await backend.models()
         assert [(m.name, m.context_length, m.kind) for m in ads] == [(PUBLIC[flavour], 16384, "chat")]
-        expected = {"vllm": BATCH_DEFAULT, "sglang": 6, "llamacpp": 6}[flavour]
+        expected = {"vllm": None, "sglang": 6, "llamacpp": 6}[flavour]  # vLLM does not say: the node learns it
         assert await backend.capacity() == expected
         assert await OpenAICompatBackend(url, engine=flavour, capacity=3).capacity() == 3
         health = await backend.health()
