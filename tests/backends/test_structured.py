@@ -39,11 +39,11 @@ def test_a_call_cut_off_before_its_name_yields_no_delta():
 def test_joined_frames_keep_one_call_whole_and_text_in_order():
     a = Tokens(job_id="j", text="", tool_calls=[{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x'}}])
     b = Tokens(job_id="j", text="", tool_calls=[{"index": 0, "function": {"arguments": '": 1}'}}, {"index": 1, "id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}])
-    c = joined(a, b)
+    c = joined([a, b])
     assert c.tool_calls == [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}, b.tool_calls[1]]
     assert a.tool_calls[0]["function"]["arguments"] == '{"x'  # the frames themselves are untouched
     assert call_text(c.tool_calls) == '{"name": "f", "arguments": {"x": 1}{"name": "g", "arguments": '
-    plain = joined(Tokens(job_id="j", text="a"), Tokens(job_id="j", text="b", logprobs=[{"token": "b"}]))
+    plain = joined([Tokens(job_id="j", text="a"), Tokens(job_id="j", text="b", logprobs=[{"token": "b"}])])
     assert plain.text == "ab" and plain.tool_calls is None and plain.logprobs == [{"token": "b"}]
 
 

@@ -9,7 +9,7 @@ from infernet.control import create_app
 from infernet.control.api.server import config as server_config
 from infernet.node.daemon import Node, ws_url
 from infernet.protocol import keys
-from infernet.protocol.messages import Job
+from infernet.protocol.messages import Job, joined
 from tests.harness import ADMIN_KEY, Network, _Server
 
 
@@ -57,3 +57,18 @@ async def test_node_refuses_beyond_its_capacity():
     fails = [f for f in node._outbox if type(f).__name__ == "Fail"]
     assert fails and fails[0].job_id == "b" and fails[0].retryable and fails[0].code == "over_capacity"
     await asyncio.gather(*node._jobs.values())
+
+
+async def test_tokens_of_interleaved_jobs_wait_as_one_frame_per_job_in_order():
+    node = Node("http://127.0.0.1:9", keys.Identity.generate(), FakeBackend(reply="one two three four"))
+    node._capacity = 4
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}]}
+    node._on_job(Job(job_id="a", kind="chat", body=body))
+    node._on_job(Job(job_id="b", kind="chat", body=body))
+    await asyncio.gather(*node._jobs.values())  # the socket was busy all along: nothing went
+    order = [item if isinstance(item, str) else f"{type(item).__name__}:{item.job_id}" for item in node._outbox]
+    for job in "ab":
+        mine = [o for o in order if o.endswith(job)]
+        assert mine == [f"Accept:{job}", job, f"Done:{job}"]  # one token entry, before the job's end
+        frame = joined(node._tokens[job])
+        assert frame.job_id == job and frame.text == "one two three four" and len(node._tokens[job]) > 1

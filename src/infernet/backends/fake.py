@@ -38,7 +38,7 @@ class FakeBackend:
         models: tuple[str, ...] = ("fake-model",),
         *,
         reply: str | None = None,
-        slots: int = 4,
+        slots: int | None = 4,  # None: an engine that does not say (the node learns it)
         delay_s: float = 0.0,
         fail: str | None = None,
         fail_after: int | None = None,
@@ -64,7 +64,7 @@ class FakeBackend:
     async def models(self) -> list[ModelAd]:
         return [ModelAd(name=m, context_length=4096, features=self.features, modalities=self.modalities) for m in self._models]
 
-    async def capacity(self) -> int:
+    async def capacity(self) -> int | None:
         return self.slots
 
     def _answer(self, body: dict[str, Any]) -> list[str]:

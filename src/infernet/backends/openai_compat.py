@@ -287,7 +287,10 @@ class OpenAICompatBackend:
             async with self._client.stream("POST", path, json=payload) as r:
                 if r.status_code != 200:
                     raise status_error(self.name, r.status_code, await r.aread(), model=public)
+                done = False
                 async for line in r.aiter_lines():
+                    if done:
+                        continue  # read to the body's end, so the connection goes back to the pool
                     field_name, _, data = line.partition(":")
                     data = data.strip()
                     if field_name == "error":  # llama.cpp's own framing for a failure mid-stream
@@ -295,7 +298,8 @@ class OpenAICompatBackend:
                     if field_name != "data":
                         continue  # blank separators, comments (pings), event:/id: lines
                     if data == "[DONE]":
-                        break
+                        done = True
+                        continue
                     event = stream_event(self.name, data)
                     if "error" in event or event.get("object") == "error":
                         raise BackendError(f"{self.name} failed mid-stream: {error_text(data)}")

@@ -23,6 +23,7 @@ from prometheus_client import (
 from infernet.control.stats import Stats
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_OVERHEAD = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class EndedJob(Protocol):
@@ -50,6 +51,10 @@ class Metrics:
         self.tokens = Counter("infernet_tokens", "Tokens metered from the engines' own usage.", ["direction", "model"], registry=r)
         self.ttft = Histogram("infernet_time_to_first_token_seconds", "From the job frame to the node until its first token.", ["model"], buckets=_LATENCY, registry=r)
         self.duration = Histogram("infernet_job_seconds", "From submission until the job ended.", ["kind", "model"], buckets=_LATENCY, registry=r)
+        self.overheads = Histogram(
+            "infernet_overhead_seconds", "Time an answered request spent in infernet outside the engine: from its arrival until its answer was sent, less the engine's time as its node measured it.",
+            ["kind"], buckets=_OVERHEAD, registry=r,
+        )
         Gauge("infernet_nodes_online", "Nodes connected to this control plane.", registry=r).set_function(nodes_online)
         Gauge("infernet_jobs_live", "Jobs queued or running on this control plane.", registry=r).set_function(jobs_live)
         Gauge("infernet_slots_free", "Free job slots across online nodes.", registry=r).set_function(slots_free)
@@ -69,6 +74,9 @@ class Metrics:
         self.duration.labels(job.kind, job.model).observe(max(0.0, time.time() - job.created))
         if self.stats is not None:
             self.stats.job_ended(job.key_id, str(job.status), usage, ttft)
+
+    def overhead(self, kind: str, seconds: float) -> None:
+        self.overheads.labels(kind).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

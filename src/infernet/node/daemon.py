@@ -90,7 +90,11 @@ class Node:
     def __post_init__(self) -> None:
         self._ws: Any = None
         self._signer: auth.FrameSigner | None = None
-        self._outbox: collections.deque[msgspec.Struct] = collections.deque()
+        # Frames in send order; a job's tokens sit at their place as its id, and wait in
+        # `_tokens` until the writer gets there: every token that came meanwhile goes as one
+        # frame, however many jobs interleave.
+        self._outbox: collections.deque[msgspec.Struct | str] = collections.deque()
+        self._tokens: dict[str, list[Tokens]] = {}
         self._wake = asyncio.Event()
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()
@@ -184,6 +188,7 @@ class Node:
             self._ws = ws
             self._signer = auth.FrameSigner(self.identity, bytes.fromhex(welcome.session), welcome.ephemeral)
             self._outbox.clear()
+            self._tokens.clear()
             await ws.send(self._signer.seal_signed(encode(Hello(
                 pubkey=self.identity.pubkey, backend=self.backend.name, models=models, capacity=self._capacity,
                 tier=self.tier, hardware=self.hardware, name=self.name, version=__version__, price=self.price,
@@ -208,14 +213,17 @@ class Node:
     # -- frames ---------------------------------------------------------------------------
 
     def _send(self, frame: msgspec.Struct) -> None:
-        if isinstance(frame, Tokens):
-            last = self._outbox[-1] if self._outbox else None
-            if isinstance(last, Tokens) and last.job_id == frame.job_id:
-                self._outbox[-1] = joined(last, frame)
+        if type(frame) is Tokens:
+            waiting = self._tokens.get(frame.job_id)
+            if waiting is not None:
+                waiting.append(frame)
                 return
-        elif self.observe is not None:
-            self.observe(frame)
-        self._outbox.append(frame)
+            self._tokens[frame.job_id] = [frame]
+            self._outbox.append(frame.job_id)
+        else:
+            if self.observe is not None:
+                self.observe(frame)
+            self._outbox.append(frame)
         self._wake.set()
 
     async def _writer(self, ws: Any) -> None:
@@ -224,7 +232,8 @@ class Node:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
-                frame = self._outbox.popleft()
+                item = self._outbox.popleft()
+                frame = joined(self._tokens.pop(item)) if type(item) is str else item
                 for piece in pieces(frame):  # a big result goes as parts, each signed
                     await ws.send(self._signer.seal(piece))
 
@@ -288,17 +297,18 @@ class Node:
 
     # -- running a job --------------------------------------------------------------------
 
-    def _done(self, job: Job, usage: Usage, finish: str, result: dict[str, Any] | None = None) -> Done:
+    def _done(self, job: Job, usage: Usage, finish: str, result: dict[str, Any] | None = None, engine_s: float | None = None) -> Done:
         """The job's last frame; with receipt terms, the receipt for what was served, signed."""
+        engine_ms = round(engine_s * 1000, 3) if engine_s is not None else None
         terms = job.receipt
         if not terms or terms.get("node_pubkey") != self.identity.pubkey or terms.get("job_id") != job.job_id or terms.get("type") != receipts.RECEIPT_TYPE:
-            return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result)
+            return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result, engine_ms=engine_ms)
         try:
             body = receipts.complete(terms, usage.prompt_tokens, usage.completion_tokens, int(time.time()))
         except (KeyError, ValueError, TypeError) as exc:
             log.warning("job %s: unusable receipt terms (%s); not signing", job.job_id, exc)
-            return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result)
-        return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result, receipt=body, signature=receipts.sign(self.identity, body))
+            return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result, engine_ms=engine_ms)
+        return Done(job_id=job.job_id, usage=usage, finish_reason=finish, result=result, receipt=body, signature=receipts.sign(self.identity, body), engine_ms=engine_ms)
 
     async def _run_job(self, job: Job) -> None:
         self._send(Accept(job_id=job.job_id))
@@ -312,21 +322,26 @@ class Node:
                 result = await self.backend.embed(job.body)
                 u = result.get("usage") or {}
                 usage = Usage(int(u.get("prompt_tokens", 0)), 0)
-                self._send(self._done(job, usage, "stop", result))
+                self._send(self._done(job, usage, "stop", result, time.monotonic() - started))
                 self.status.jobs_done += 1
                 return
             stream = self.backend.chat(job.body) if job.kind == "chat" else self.backend.complete(job.body)
             finish = None
+            last_at = started
             try:
                 async for chunk in stream:
+                    last_at = time.monotonic()
+                    # The first frame says how long the engine took to it: the control plane
+                    # tells clients what infernet added on top (`infernet-overhead-ms`).
+                    engine_ms = None if sent else round((last_at - started) * 1000, 3)
                     if not first_at:
-                        first_at = time.monotonic()
+                        first_at = last_at
                     if chunk.tool_calls or chunk.logprobs:
                         sent.append(chunk.text + call_text(chunk.tool_calls))
-                        self._send(Tokens(job_id=job.job_id, text=chunk.text, tool_calls=chunk.tool_calls, logprobs=chunk.logprobs))
+                        self._send(Tokens(job_id=job.job_id, text=chunk.text, tool_calls=chunk.tool_calls, logprobs=chunk.logprobs, engine_ms=engine_ms))
                     elif chunk.text:
                         sent.append(chunk.text)
-                        self._send(Tokens(job_id=job.job_id, text=chunk.text))
+                        self._send(Tokens(job_id=job.job_id, text=chunk.text, engine_ms=engine_ms))
                     if chunk.usage is not None:
                         usage = chunk.usage
                     if chunk.finish_reason is not None:
@@ -335,7 +350,7 @@ class Node:
                 await stream.aclose()
             if usage is None or finish is None:
                 raise BackendError("the engine ended the stream without usage or a finish reason")
-            self._send(self._done(job, usage, finish))
+            self._send(self._done(job, usage, finish, engine_s=last_at - started))
             self.status.jobs_done += 1
             self.status.tokens_out += usage.completion_tokens
             if self._limit is not None and first_at:

@@ -90,6 +90,7 @@ class Tokens(msgspec.Struct, frozen=True, tag="tokens", tag_field="t"):
     text: str
     tool_calls: list[dict[str, Any]] | None = None
     logprobs: list[dict[str, Any]] | None = None
+    engine_ms: float | None = None  # on a job's first frame: the engine's time to this output
 
 
 class Done(msgspec.Struct, frozen=True, tag="done", tag_field="t"):
@@ -101,6 +102,7 @@ class Done(msgspec.Struct, frozen=True, tag="done", tag_field="t"):
     # the usage it served (see infernet.protocol.receipts), and its BIP-340 signature.
     receipt: dict[str, Any] | None = None
     signature: str | None = None
+    engine_ms: float | None = None  # the engine's time for the whole job, as the node measured it
 
 
 class Fail(msgspec.Struct, frozen=True, tag="fail", tag_field="t"):
@@ -135,22 +137,29 @@ def call_text(deltas: list[dict[str, Any]] | None) -> str:
     return "".join(out)
 
 
-def joined(a: Tokens, b: Tokens) -> Tokens:
-    """Two consecutive token frames of one job as one (the node's writer coalesces them);
-    an argument piece that continues the previous call's joins it."""
-    calls = a.tool_calls
-    if b.tool_calls:
-        calls = [dict(c) for c in a.tool_calls or ()]
-        for d in b.tool_calls:
+def joined(frames: list[Tokens]) -> Tokens:
+    """Consecutive token frames of one job as one (the node's writer coalesces them); an
+    argument piece that continues the previous call's joins it."""
+    if len(frames) == 1:
+        return frames[0]
+    first = frames[0]
+    if all(f.tool_calls is None and f.logprobs is None for f in frames):
+        return Tokens(job_id=first.job_id, text="".join(f.text for f in frames), engine_ms=first.engine_ms)
+    calls: list[dict[str, Any]] | None = None
+    logprobs: list[dict[str, Any]] | None = None
+    for f in frames:
+        for d in f.tool_calls or ():
+            calls = calls if calls is not None else []
             last = calls[-1] if calls else None
             if last is not None and last.get("index") == d.get("index") and "id" not in d and not (d.get("function") or {}).get("name"):
                 fn = dict(last.get("function") or {})
                 fn["arguments"] = str(fn.get("arguments") or "") + str((d.get("function") or {}).get("arguments") or "")
                 calls[-1] = {**last, "function": fn}
             else:
-                calls.append(d)
-    logprobs = (a.logprobs or []) + (b.logprobs or []) if a.logprobs or b.logprobs else None
-    return Tokens(job_id=a.job_id, text=a.text + b.text, tool_calls=calls, logprobs=logprobs)
+                calls.append(dict(d))
+        if f.logprobs:
+            logprobs = (logprobs or []) + f.logprobs
+    return Tokens(job_id=first.job_id, text="".join(f.text for f in frames), tool_calls=calls, logprobs=logprobs, engine_ms=first.engine_ms)
 
 
 NodeFrame = Hello | Heartbeat | Accept | Tokens | Done | Fail | Part

@@ -261,3 +261,23 @@ async def test_oversized_bodies_are_refused_with_413(tmp_path):
 
             r = await c.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
             assert r.status_code == 413
+
+
+async def test_overhead_header_and_histogram_leave_the_engines_time_out(tmp_path):
+    """A slow engine (8 tokens, 80 ms each) makes a long answer; infernet's own share, in
+    the header and the histogram, is what is left once the node's engine time is taken off."""
+    async with Network.start(tmp=tmp_path) as net:
+        await net.add_node(FakeBackend(reply="a b c d e f g h", delay_s=0.08))
+        body = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}]}
+        async with net.client() as c:
+            t0 = asyncio.get_running_loop().time()
+            r = await c.post("/v1/chat/completions", json=body)
+            whole_ms = (asyncio.get_running_loop().time() - t0) * 1000
+            async with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+                stream_head = float(s.headers["infernet-overhead-ms"])
+                await s.aread()
+            text = (await c.get("/metrics")).text
+        overhead = float(r.headers["infernet-overhead-ms"])
+        assert whole_ms >= 8 * 80 and 0 <= overhead < whole_ms - 8 * 80 + 5
+        assert 0 <= stream_head < 80  # to the first token, which took the engine 80 ms
+        assert 'infernet_overhead_seconds_count{kind="chat"} 2.0' in text

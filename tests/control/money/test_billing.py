@@ -205,8 +205,8 @@ async def test_a_node_sets_its_own_rate_within_bounds(tmp_path):
 class _LyingNode(Node):
     """Signs a receipt for more tokens than it served."""
 
-    def _done(self, job, usage, finish, result=None):  # type: ignore[no-untyped-def]
-        done = super()._done(job, usage, finish, result)
+    def _done(self, job, usage, finish, result=None, engine_s=None):  # type: ignore[no-untyped-def]
+        done = super()._done(job, usage, finish, result, engine_s)
         if done.receipt is None:
             return done
         body = receipts.complete(done.receipt, done.receipt["input_tokens"], done.receipt["output_tokens"] + 50, done.receipt["completed_at"])

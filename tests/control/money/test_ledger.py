@@ -21,6 +21,7 @@ from infernet.control.money.ledger import (
 )
 from infernet.control.store import Store
 from infernet.control.store.schema import balances
+from infernet.control.store.tx import begin
 from infernet.protocol import keys, receipts
 
 PLATFORM = keys.Identity.generate()
@@ -149,8 +150,8 @@ async def test_check_finds_a_tampered_balance_and_an_unbalanced_transaction(tmp_
         problems = await ledger.check()
         assert any("balances sum to 1" in p for p in problems) and any(L.client_account(rec.id) in p for p in problems)
         with pytest.raises(L.LedgerError):
-            async with store.engine.begin() as conn:
-                await ledger._post(conn, "bogus", None, [(L.ESCROW, 5), (L.FEES, -4)])
+            async with begin(store.engine) as tx:
+                ledger._post(tx, "bogus", None, [(L.ESCROW, 5), (L.FEES, -4)])
     finally:
         await store.close()
 
@@ -168,5 +169,34 @@ async def test_holds_refuse_overdraft_and_respect_the_minimum_balance(tmp_path):
         with pytest.raises(InsufficientFunds):  # 900,000 left: under the 1.00 USDC minimum
             await ledger.hold("j3", rec.id, 1, min_balance=1_000_000)
         assert await ledger.client_view(rec.id) == {"available": 900_000, "held": 600_000, "spent": 0, "spent_24h": 0}
+    finally:
+        await store.close()
+
+
+async def test_movements_batched_in_one_transaction_see_each_other_and_post_once(tmp_path):
+    """The journal runs many movements in one transaction; their ledger rows go in at its
+    end, yet a hold still sees the money a release just before it gave back."""
+    store = await Store.open(f"sqlite:///{tmp_path / 'books.db'}")
+    try:
+        ledger = Ledger(store.engine)
+        rec, _ = await store.keys.create("c")
+        admin, _ = await store.keys.create("a", "admin")
+        await ledger.credit(rec.id, 1_000)
+        await ledger.hold("j1", rec.id, 600)
+        statements: list[str] = []
+        sa.event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2].split()[2]) if a[2].startswith("INSERT") else None)
+        j = store.journal
+        released = j.submit(lambda tx: ledger.release_in(tx, "j1"))
+        j2 = j.submit(lambda tx: ledger.hold_in(tx, "j2", rec.id, 900))  # needs j1's 600 back
+        j3 = j.submit(lambda tx: ledger.hold_in(tx, "j3", rec.id, 200))  # 100 left: refused
+        admin_holds = [j.submit(lambda tx, n=n: ledger.hold_in(tx, f"a{n}", admin.id, 10, overdraft=True)) for n in range(50)]
+        await j.flush()
+        assert await released is True and await j2 is None and isinstance(await j3, InsufficientFunds)
+        assert [await h for h in admin_holds] == [None] * 50
+        assert await ledger.client_view(rec.id) == {"available": 100, "held": 900, "spent": 0, "spent_24h": 0}
+        assert await ledger.check() == []
+        # Entries: once before j2's balance check, once before j3's, once at the end; not
+        # once per movement.
+        assert statements.count("ledger_entries") == 3 and statements.count("holds") == 51
     finally:
         await store.close()

@@ -59,6 +59,21 @@ async def test_a_folded_update_that_does_not_apply_says_so(store):
     assert (await store.jobs.get("j1"))["status"] == "queued"
 
 
+async def test_updates_of_a_written_job_fold_into_one_statement(store):
+    await store.jobs.create(**job("j1"))
+    await store.jobs.create(**job("j2", status="running"))
+    log = Statements(store)
+    claimed = store.jobs.queue_transition("j1", ("queued",), "assigned", node_id="n1", attempts=1)
+    running = store.jobs.queue_transition("j1", ("assigned",), "running")
+    # j2 is not queued: its claim does not apply, and the update that rides in it neither,
+    # though alone it would have (`running` is what it allows).
+    stale = store.jobs.queue_transition("j2", ("queued",), "assigned", node_id="n2")
+    after = store.jobs.queue_transition("j2", ("assigned", "running"), "queued", node_id=None)
+    assert await asyncio.gather(claimed, running, stale, after) == [True, True, False, False]
+    assert [s for s in log.flat if s.startswith("UPDATE")] == ["UPDATE jobs SET"] * 2
+    assert ((await store.jobs.get("j1"))["status"], (await store.jobs.get("j2"))["status"]) == ("running", "running")
+
+
 async def test_a_late_write_never_moves_a_job_backwards(store):
     await store.jobs.create(**job("j1"))
     done = store.jobs.queue_finish("j1", OPEN, "completed", [(1, "done", {})])

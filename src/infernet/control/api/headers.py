@@ -1,19 +1,28 @@
 """Response headers clients rely on, added once for every route: `x-request-id` (the job's
-id) and, for a key with a rate limit, OpenAI's `x-ratelimit-*-requests`.
+id), for a key with a rate limit OpenAI's `x-ratelimit-*-requests`, and for an answer
+`infernet-overhead-ms`: the time from the request's arrival until its response starts, less
+the engine's own time (to its first output, for a stream).
 
-Routes leave what they know in the request's state (`job_id`, `rate`); this pure ASGI
-middleware writes it into the response head as it goes out, so the relay's body chunks pass
-through untouched.
+Routes leave what they know in the request's state (`job_id`, `rate`, `engine_s`); this
+pure ASGI middleware writes it into the response head as it goes out, so the relay's body
+chunks pass through untouched.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from starlette.requests import Request
 
 from infernet.control.store.rates import RateCount
+
+
+def overhead_s(t0: float, engine_s: float) -> float:
+    """Seconds spent in infernet on a request that arrived at `t0` (perf_counter), so far,
+    outside the engine."""
+    return max(0.0, time.perf_counter() - t0 - engine_s)
 
 
 def note_job(request: Request, job_id: str | None, rate: RateCount | None) -> None:
@@ -26,6 +35,9 @@ def note_job(request: Request, job_id: str | None, rate: RateCount | None) -> No
 
 def _head(state: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     out = []
+    engine_s = state.get("engine_s")
+    if engine_s is not None:
+        out.append((b"infernet-overhead-ms", f"{overhead_s(state['t0'], engine_s) * 1000:.2f}".encode()))
     job_id = state.get("job_id")
     if job_id:
         out.append((b"x-request-id", job_id.encode()))
@@ -47,6 +59,7 @@ class RequestHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
+        state["t0"] = time.perf_counter()
 
         async def sending(message: Any) -> None:
             if message["type"] == "http.response.start":

@@ -27,6 +27,7 @@ from infernet.control import schemas
 from infernet.control.api.deps import keyed, plane
 from infernet.control.api.errors import status_of
 from infernet.control.api.openai import (
+    answered,
     failure,
     model_entries,
     served,
@@ -302,15 +303,17 @@ async def _generation(request: Request, key: KeyRecord, kind: str, req: Any, str
         raise failure(job)
     answer = _Answer(job, chat)
     if stream:
-        return StreamingResponse(_stream(job, answer), media_type=NDJSON)
+        request.state.engine_s = job.engine_first_s
+        return StreamingResponse(_stream(job, answer, request), media_type=NDJSON)
     await wait_unless_disconnected(request, job, job.finished)
     if job.status is not JobStatus.COMPLETED:
         raise failure(job)
+    answered(request, job)
     text = (job.content or "") if chat else job.output
     return _json(answer.final(text, whole=True))
 
 
-async def _stream(job: LiveJob, answer: _Answer) -> AsyncIterator[bytes]:
+async def _stream(job: LiveJob, answer: _Answer, request: Request) -> AsyncIterator[bytes]:
     try:
         async for _, typ, data in job.follow():
             if typ == "token":
@@ -323,6 +326,8 @@ async def _stream(job: LiveJob, answer: _Answer) -> AsyncIterator[bytes]:
                 yield _line(answer.final(""))
             else:
                 yield _line({"error": data.get("message") or "the job failed"})
+        if job.status is JobStatus.COMPLETED:
+            answered(request, job, streamed=True)
     finally:
         if not job.finished.is_set():
             job.request_cancel()
@@ -369,6 +374,7 @@ async def embed(request: Request, key: KeyRecord) -> Response:
     await wait_unless_disconnected(request, job, job.finished)
     if job.status is not JobStatus.COMPLETED or job.state.result is None:
         raise failure(job)
+    answered(request, job)
     result = job.state.result
     vectors = [row["embedding"] for row in sorted(result.get("data") or [], key=lambda r: r.get("index", 0))]
     return _json({

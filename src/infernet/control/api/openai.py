@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from infernet.control import schemas
 from infernet.control.api.deps import json, keyed, plane
-from infernet.control.api.headers import note_job
+from infernet.control.api.headers import note_job, overhead_s
 from infernet.control.api.openai_format import (
     ChunkWriter,
     chat_response,
@@ -181,23 +181,40 @@ async def generate(request: Request, key: KeyRecord, kind: str) -> Response:
         raise failure(job)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(stream(job, include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
+        request.state.engine_s = job.engine_first_s
+        return StreamingResponse(stream(job, include_usage, request), media_type="text/event-stream", headers=SSE_HEADERS)
     await wait_unless_disconnected(request, job, job.finished)
     if job.status is not JobStatus.COMPLETED:
         raise failure(job)
+    answered(request, job)
     return json(chat_response(job) if kind == "chat" else completion_response(job))
 
 
-async def stream(job: LiveJob, include_usage: bool) -> AsyncIterator[bytes]:
+def answered(request: Request, job: LiveJob, *, streamed: bool = False) -> None:
+    """A completed answer is going out: what infernet added goes in the response head (a
+    stream's head went with its first token: `generate`), and the whole job's in the metrics."""
+    if job.engine_s is None:
+        return
+    if not streamed:
+        request.state.engine_s = job.engine_s
+    plane(request).metrics.overhead(job.kind, overhead_s(request.state.t0, job.engine_s))
+
+
+async def stream(job: LiveJob, include_usage: bool, request: Request) -> AsyncIterator[bytes]:
     writer = ChunkWriter(job, include_usage)
     try:
-        async for _, typ, data in job.follow():
-            if typ == "token":
-                yield writer.token(data)
-            elif typ == "done":
-                yield writer.done(data["finish_reason"], data["usage"])
-            else:
-                yield sse({"error": {"message": data.get("message"), "type": "server_error", "param": None, "code": data.get("code")}})
+        async for batch in job.follow_batches():
+            out = []
+            for _, typ, data in batch:
+                if typ == "token":
+                    out.append(writer.token(data))
+                elif typ == "done":
+                    out.append(writer.done(data["finish_reason"], data["usage"]))
+                else:
+                    out.append(sse({"error": {"message": data.get("message"), "type": "server_error", "param": None, "code": data.get("code")}}))
+            yield b"".join(out)
+        if job.status is JobStatus.COMPLETED:
+            answered(request, job, streamed=True)
     finally:
         if not job.finished.is_set():
             job.request_cancel()
@@ -218,6 +235,7 @@ async def embeddings(request: Request, key: KeyRecord) -> Response:
     await wait_unless_disconnected(request, job, job.finished)
     if job.status is not JobStatus.COMPLETED or job.state.result is None:
         raise failure(job)
+    answered(request, job)
     return json(job.state.result)
 
 

@@ -98,6 +98,12 @@ class ChunkWriter:
         }
         if include_usage:
             self._base["usage"] = None
+        # The hot path, a chunk of plain text, is a template with the text spliced in: one
+        # string encode per chunk instead of a dict built and encoded.
+        head = _enc.encode({**self._base, "choices": [{"index": 0}]})
+        cut = head.rindex(b"}]}")
+        self._head = b"data: " + head[:cut] + (b',"delta":{"content":' if self.chat else b',"text":')
+        self._tail = (b'},' if self.chat else b',') + b'"logprobs":null,"finish_reason":null' + head[cut:] + b"\n\n"
         self._role = True
         self._offset = 0  # characters of text sent: a completion's logprob text_offset
         self._opened: set[int] = set()  # tool calls whose first delta went out
@@ -120,8 +126,11 @@ class ChunkWriter:
     def text(self, text: str) -> bytes:
         # The role rides on the first chunk, which carries text: nothing reaches the client
         # before the answer does (so a failed first attempt can still be retried unseen).
-        first, self._role = self._role, False
-        return self._chunk(text, None, role=first and self.chat)
+        if self._role:
+            self._role = False
+            return self._chunk(text, None, role=self.chat)
+        self._offset += len(text)
+        return self._head + _enc.encode(text) + self._tail
 
     def token(self, data: dict[str, Any]) -> bytes:
         """A token event of the job's log: plain text, or with tool-call deltas and logprobs."""

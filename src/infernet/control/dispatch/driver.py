@@ -66,8 +66,12 @@ def event_of(msg: ToJob) -> J.Event:
 
 
 class Driver:
-    def __init__(self, store: Store, bus: Bus, placement: Placement, health: Health, settings: Settings, *, billing: Billing | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, store: Store, bus: Bus, placement: Placement, health: Health, settings: Settings, *,
+        billing: Billing | None = None, metrics: Metrics | None = None, alone: bool = False,
+    ) -> None:
         self.store = store
+        self.alone = alone  # the only control plane on its database: claims are decided here
         self.bus = bus
         self.placement = placement
         self.health = health
@@ -145,6 +149,8 @@ class Driver:
             return
         if type(frame) is not M.Accept:
             self._stop_listening(live)
+            if type(frame) is M.Done:
+                live.engine_s = live.engine_time(frame.engine_ms)
         live.inbox.put_nowait(event_of(msg))
 
     def _stop_listening(self, live: LiveJob) -> None:
@@ -274,9 +280,7 @@ class Driver:
             await asyncio.sleep(0)  # the node left or filled up meanwhile: pick again
             return
         info = self.placement.infos.get(node)
-        # The claim is decided by the database, so two replicas (or a replica and a recovery
-        # sweep) can never both run the job; the journal commits it at once.
-        claimed = info is not None and await self.store.jobs.queue_transition(live.id, ("queued",), "assigned", urgent=True, node_id=node, attempts=s.attempts + 1)
+        claimed = info is not None and await self._claim(live, node)
         if not claimed:
             await self.placement.release(node, live.id)
             self.health.abandoned(node)
@@ -288,6 +292,15 @@ class Driver:
         # seen, and the job frame that cannot reach it makes the attempt a retry.
         terms = await self.billing.terms(s, self.placement.offer(node, info)) if self.billing is not None and live.purpose == "client" else None
         await self._step(live, J.Placed(node, terms))
+
+    async def _claim(self, live: LiveJob, node: str) -> bool:
+        """Make this attempt the job's one run. In a cluster the database decides, so two
+        replicas (or a replica and a recovery sweep) never both run the job: one round trip,
+        committed at once. A control plane alone on its database (the embedded home's lock)
+        is the only one that could claim, and this task the only driver of the job here: the
+        claim is decided in memory and rides the journal's next batch."""
+        claim = self.store.jobs.queue_transition(live.id, ("queued",), "assigned", urgent=not self.alone, node_id=node, attempts=live.state.attempts + 1)
+        return True if self.alone else await claim
 
     async def _wait_for_slot(self, live: LiveJob, waiter: Waiter) -> str | None:
         """The node held for this waiter; None when the job ended meanwhile (cancelled, timed

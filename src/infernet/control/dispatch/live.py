@@ -44,6 +44,10 @@ class LiveJob:
         self.metered: Any = None  # what billing made of the node's claim (money.metering.Metered)
         self.on_delivered: Callable[[], object] | None = None  # called when a follower first takes output
         self.cancel_deadline = 0.0  # monotonic: a cancelled node's grace runs out
+        # The engine's own time, as the node measured it (to its first output, and in all),
+        # never more than the time since the job frame went: what infernet adds is the rest.
+        self.engine_first_s: float | None = None
+        self.engine_s: float | None = None
         # The node whose frames count: set when the job goes to it, cleared by its last frame.
         # Text a node sends after its own Done, or from an earlier attempt, is not the answer.
         self.listening: str | None = None
@@ -113,7 +117,15 @@ class LiveJob:
             self.text.append(text)
             self._append("token", {"text": text})
 
+    def engine_time(self, ms: float | None) -> float | None:
+        """A node's word for its engine's time, bounded by what was seen here."""
+        if ms is None or not self.sent_at:
+            return None
+        return min(max(0.0, ms / 1000), time.monotonic() - self.sent_at)
+
     def push_tokens(self, frame: Tokens) -> None:
+        if frame.engine_ms is not None and not self.text:
+            self.engine_first_s = self.engine_time(frame.engine_ms)
         if frame.tool_calls is None and frame.logprobs is None:
             return self.push_text(frame.text)
         if self.sealed:
@@ -150,6 +162,7 @@ class LiveJob:
         self.calls.clear()
         self.logprobs.clear()
         self.first_at = 0.0
+        self.engine_first_s = self.engine_s = None
         self.started.clear()
 
     @property
@@ -184,18 +197,28 @@ class LiveJob:
 
     async def follow(self, after: int = 0) -> AsyncIterator[Event]:
         """Every event after `after`, then new ones as they come, until the job ends."""
+        async for batch in self.follow_batches(after):
+            for event in batch:
+                yield event
+
+    async def follow_batches(self, after: int = 0) -> AsyncIterator[list[Event]]:
+        """`follow` in batches: all the events that came while the follower was away (a slow
+        client gets them in one write, not one write per token)."""
         i = after
         while True:
-            while i < len(self.events):
-                event = self.events[i]
-                i += 1
-                if event[1] == "token" and event[0] > self.delivered:
+            if i < len(self.events):
+                batch = self.events[i:]
+                i += len(batch)
+                last_token = next((e[0] for e in reversed(batch) if e[1] == "token"), 0)
+                if last_token > self.delivered:
                     if not self.delivered and self.on_delivered is not None:
                         self.on_delivered()
-                    self.delivered = event[0]  # token events come first, numbered 1..n
-                yield event
-            if self.finished.is_set():
+                    self.delivered = last_token  # token events come first, numbered 1..n
+                yield batch
+            if self.finished.is_set() and i >= len(self.events):
                 return
+            if i < len(self.events):
+                continue
             if self._changed is None:
                 self._changed = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._changed)

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ class Placement:
         self.fleet = Fleet()
         self.infos: dict[str, NodeInfo] = {}
         self.queue: FairQueue[Waiter] = FairQueue(max_queued, max_queued_per_key)
+        self._asks: Counter[RouteRequest] = Counter()  # waiters per distinct ask, to stop a pass early
         self._pending: dict[str, int] = {}
         self._rng = rng or random.Random()
         self._job_s = 0.0  # moving average of a job's run time, for Retry-After
@@ -216,11 +218,20 @@ class Placement:
         """Wait for a slot (raises QueueFull). The waiter's future gets a held node."""
         waiter = Waiter(job_id, key_id, req, asyncio.get_running_loop().create_future())
         self.queue.push(key_id, waiter, front=front)
+        self._asks[req] += 1
         self._dispatch()
         return waiter
 
     def dequeue(self, waiter: Waiter) -> None:
-        self.queue.remove(waiter.key_id, waiter)
+        if self.queue.remove(waiter.key_id, waiter):
+            self._forget(waiter.req)
+
+    def _forget(self, req: RouteRequest) -> None:
+        n = self._asks[req] - 1
+        if n > 0:
+            self._asks[req] = n
+        else:
+            del self._asks[req]
 
     def waiting(self, key_id: str) -> int:
         return self.queue.waiting(key_id)
@@ -236,8 +247,9 @@ class Placement:
     def _dispatch(self, prune: bool = False) -> None:
         """Hand free slots to waiting jobs in fair order; with `prune`, fail the waiters no
         online node could ever take (their last node went away). Waiters that ask the same
-        thing (model and constraints) are asked once per pass: a deep queue of like jobs
-        costs one pick, not one per waiter, each time a slot frees."""
+        thing (model and constraints) are asked once per pass, and a pass ends as soon as
+        every distinct ask found no node: a deep queue of like jobs costs one pick, not a walk
+        of the queue, each time a slot frees."""
         progress = True
         stuck: set[RouteRequest] = set()  # a slot taken frees none: what found none stays stuck
         while progress and len(self.queue):
@@ -248,16 +260,20 @@ class Placement:
                 pick = self.pick(w.req)
                 if pick is not None:
                     self.queue.take(key, w)
+                    self._forget(w.req)
                     self.hold(pick.node_id)
                     w.fut.set_result(pick.node_id)
                     progress = True
                     break
                 if prune and (why := self.unplaceable(w.req)) is not None:
                     self.queue.remove(key, w)
+                    self._forget(w.req)
                     w.fut.set_exception(Refused(why))
                     progress = True
                     break
                 stuck.add(w.req)
+                if len(stuck) >= len(self._asks):
+                    return
 
     # -- Retry-After ----------------------------------------------------------------------
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from infernet.control.dispatch.jobs import JobState, JobStatus
 from infernet.control.dispatch.placement import Offer
 from infernet.control.errors import PaymentRequired, RateLimited
@@ -33,13 +31,11 @@ from infernet.control.money.ledger import (
 from infernet.control.money.metering import Metered, Tokenizers, meter, prompt_bound
 from infernet.control.store import KeyLimits, Store
 from infernet.control.store.rates import RateCount
-from infernet.control.store.schema import jobs
 from infernet.protocol import keys, receipts
 
 log = logging.getLogger("infernet.billing")
 
 PRICING_SETTING = "pricing"
-_OWNER = sa.select(jobs.c.owner).where(jobs.c.id == sa.bindparam("p_job"))
 RECEIPT_SKEW_S = 300  # a node's completed_at may differ this much from the control plane's clock
 
 
@@ -198,16 +194,17 @@ class Billing:
         one over the hold, release it all. Queued on the journal, in order with the job's
         own writes; True when money moved."""
 
-        async def settle(conn: Any) -> bool:
-            if not await self._owns(conn, job_id):
-                return False  # another replica took the job over: the money is its to move
+        async def settle(tx: Any) -> bool:
+            me = self.store.owner
             if receipt is not None:
-                outcome = await self.ledger.settle_in(conn, job_id, receipt)
+                outcome = await self.ledger.settle_in(tx, job_id, receipt, owner=me)
                 if outcome == "settled":
                     return True
+                if outcome == "not ours":
+                    return False  # another replica took the job over: the money is its to move
                 if outcome == "over hold":
                     log.warning("job %s costs %d, more than was held; releasing its hold", job_id, receipt.settlement["price"])
-            await self.ledger.release_in(conn, job_id)
+            await self.ledger.release_in(tx, job_id, owner=me)
             return False
 
         # With money to move, the caller awaits it before the client sees the end: commit now,
@@ -215,19 +212,7 @@ class Billing:
         return self.store.journal.submit(settle, urgent=receipt is not None)
 
     async def release(self, job_id: str) -> None:
-        async def release(conn: Any) -> bool:
-            return await self._owns(conn, job_id) and await self.ledger.release_in(conn, job_id)
-
-        await self.store.journal.submit(release)
-
-    async def _owns(self, conn: Any, job_id: str) -> bool:
-        """Whether this replica may move the job's money: it owns the job, or nobody does (a
-        request refused before its job existed)."""
-        me = self.store.owner
-        if me is None:
-            return True
-        owner = (await conn.execute(_OWNER, {"p_job": job_id})).scalar()
-        return owner is None or owner == me
+        await self.store.journal.submit(lambda tx: self.ledger.release_in(tx, job_id, owner=self.store.owner))
 
     def forget_key(self, key_id: str) -> None:
         self._keys.pop(key_id, None)

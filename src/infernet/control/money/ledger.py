@@ -39,17 +39,11 @@ from infernet.control.store.schema import (
     payouts,
     receipts,
 )
+from infernet.control.store.tx import Tx, begin
 from infernet.protocol import receipts as cpr
 
 # Statements are built once per dialect and shape: building a SQLAlchemy construct costs far
-# more than running it, and a job moves money three times.
-
-
-@functools.lru_cache(maxsize=8)
-def _balance_add(dialect: str) -> Any:
-    """INSERT a delta, or add it to the existing balance; executemany-able."""
-    ins = insert_for(dialect)(balances)
-    return ins.on_conflict_do_update(index_elements=["account"], set_={"balance": balances.c.balance + ins.excluded.balance})
+# more than running it, and a job moves money twice.
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,10 +59,26 @@ def _take(overdraft: bool) -> Any:
     return balances.update().where(cond).values(balance=balances.c.balance)
 
 
-_HOLD_FOR_UPDATE = sa.select(holds).where(holds.c.job_id == sa.bindparam("p_job")).with_for_update()
-_END_HOLD = holds.update().where(holds.c.job_id == sa.bindparam("p_job"), holds.c.status == "held").values(
-    status=sa.bindparam("p_status"), charged=sa.bindparam("p_charged"), settled_at=sa.bindparam("p_at")
-)
+# A replica moves a job's money only while it owns the job, or nobody does (a request
+# refused before its job existed): checked in the same statement that ends the hold.
+_NOT_OURS = sa.exists().where(jobs.c.id == holds.c.job_id, jobs.c.owner.is_not(None), jobs.c.owner != sa.bindparam("p_owner"))
+
+
+@functools.lru_cache(maxsize=4)
+def _end_hold(fenced: bool, capped: bool) -> Any:
+    """End a held hold, returning what it held; `capped`: only if the charge fits in it."""
+    cond = [holds.c.job_id == sa.bindparam("p_job"), holds.c.status == "held"]
+    if capped:
+        cond.append(holds.c.amount >= sa.bindparam("p_charged"))
+    if fenced:
+        cond.append(~_NOT_OURS)
+    return holds.update().where(*cond).values(
+        status=sa.bindparam("p_status"), charged=sa.bindparam("p_charged"), settled_at=sa.bindparam("p_at"),
+    ).returning(holds.c.key_id, holds.c.amount)
+
+
+_HOLD = sa.select(holds.c.status, holds.c.amount).where(holds.c.job_id == sa.bindparam("p_job"))
+_OWNER = sa.select(jobs.c.owner).where(jobs.c.id == sa.bindparam("p_job"))
 
 DEPOSITS = "external:deposits"
 PAYOUTS = "external:payouts"
@@ -131,17 +141,11 @@ class Ledger:
     def __init__(self, engine: Any) -> None:
         self.engine = engine  # the store's database; movements also ride its journal
 
-    async def _post(self, conn: Any, kind: str, job_id: str | None, entries: list[tuple[str, int]]) -> None:
+    def _post(self, tx: Tx, kind: str, job_id: str | None, entries: list[tuple[str, int]]) -> None:
         if sum(a for _, a in entries) != 0:
             raise LedgerError(f"unbalanced {kind} transaction: {entries}")
         txn, now = "txn_" + secrets.token_hex(12), time.time()
-        rows = [{"txn": txn, "account": acct, "amount": amt, "kind": kind, "job_id": job_id, "created_at": now} for acct, amt in entries if amt]
-        if not rows:
-            return
-        await conn.execute(ledger_entries.insert(), rows)
-        # Balance rows are locked in one order (by account) in every transaction, or two
-        # replicas settling and holding at once could each wait on a row the other holds.
-        await conn.execute(_balance_add(conn.dialect.name), sorted(({"account": r["account"], "balance": r["amount"]} for r in rows), key=lambda r: r["account"]))
+        tx.post([{"txn": txn, "account": acct, "amount": amt, "kind": kind, "job_id": job_id, "created_at": now} for acct, amt in entries if amt])
 
     # -- movements ------------------------------------------------------------------------
 
@@ -149,17 +153,18 @@ class Ledger:
         """Fund a client's balance (a payment gateway would call this); returns the new balance."""
         if amount <= 0:
             raise ValueError("a credit is a positive amount")
-        async with self.engine.begin() as conn:
-            await self._post(conn, "credit", None, [(DEPOSITS, -amount), (client_account(key_id), amount)])
-            balance = await self._balance(conn, client_account(key_id))
+        async with begin(self.engine) as tx:
+            self._post(tx, "credit", None, [(DEPOSITS, -amount), (client_account(key_id), amount)])
+            await tx.flush()
+            balance = await self._balance(tx, client_account(key_id))
             if balance > MAX_MICRO:  # raising rolls the credit back
                 raise BalanceCap(f"this credit would take the balance past {cpr.usdc(MAX_MICRO)} USDC")
             return balance
 
     async def hold(self, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> None:
         """Move a job's worst-case price from the client's balance into escrow, or raise."""
-        async with self.engine.begin() as conn:
-            refused = await self.hold_in(conn, job_id, key_id, amount, overdraft=overdraft, min_balance=min_balance, spend_limit=spend_limit, now=now)
+        async with begin(self.engine) as tx:
+            refused = await self.hold_in(tx, job_id, key_id, amount, overdraft=overdraft, min_balance=min_balance, spend_limit=spend_limit, now=now)
         if refused is not None:
             raise refused
 
@@ -168,52 +173,53 @@ class Ledger:
 
         False when the hold was already ended; LedgerError when the price exceeds the hold.
         """
-        async with self.engine.begin() as conn:
-            outcome = await self.settle_in(conn, job_id, receipt)
+        async with begin(self.engine) as tx:
+            outcome = await self.settle_in(tx, job_id, receipt)
         if outcome == "over hold":
             raise LedgerError(f"job {job_id} costs {receipt.settlement['price']}, more than was held")
         return outcome == "settled"
 
     async def release(self, job_id: str) -> bool:
         """Give a job's whole hold back to the client; False when it was already ended."""
-        async with self.engine.begin() as conn:
-            return await self.release_in(conn, job_id)
+        async with begin(self.engine) as tx:
+            return await self.release_in(tx, job_id)
 
     # The same movements inside a caller's transaction (the store's journal batches them with
     # the job's own writes). They never raise for a business reason: a refusal is returned and
     # nothing is written, so one refused hold cannot roll back a batch of other jobs' writes.
 
-    async def hold_in(self, conn: Any, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> LedgerError | None:
+    async def hold_in(self, tx: Tx, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> LedgerError | None:
         if amount < 0:
             raise ValueError("a hold is not negative")
         now = time.time() if now is None else now
         acct = client_account(key_id)
-        await conn.execute(_balance_open(conn.dialect.name), {"account": acct, "balance": 0})
-        # Also takes the row lock: the spend check below sees every earlier hold of this key.
-        res = await conn.execute(_take(overdraft), {"p_account": acct, "p_need": max(amount, min_balance)} if not overdraft else {"p_account": acct})
-        if res.rowcount != 1:
-            return InsufficientFunds(await self._balance(conn, acct), max(amount, min_balance))
-        if spend_limit is not None:
-            spent = await self._spent(conn, key_id, now)
-            if spent + amount > spend_limit:
-                return SpendLimitReached(spent, spend_limit, amount)
-        await conn.execute(holds.insert(), {"job_id": job_id, "key_id": key_id, "amount": amount, "status": "held", "charged": 0, "created_at": now})
-        await self._post(conn, "hold", job_id, [(acct, -amount), (ESCROW, amount)])
+        if not overdraft or spend_limit is not None:
+            if tx.touches(acct):  # the balance check must see this transaction's own changes
+                await tx.flush()
+            if overdraft:
+                await tx.execute(_balance_open(tx.dialect.name), {"account": acct, "balance": 0})
+            # Also takes the row lock: the spend check below sees every earlier hold of this key.
+            need = max(amount, min_balance)
+            res = await tx.execute(_take(overdraft), {"p_account": acct, "p_need": need} if not overdraft else {"p_account": acct})
+            if res.rowcount != 1 and need > 0:
+                return InsufficientFunds(await self._balance(tx, acct), need)
+            if spend_limit is not None:
+                spent = await self._spent(tx, key_id, now)
+                if spent + amount > spend_limit:
+                    return SpendLimitReached(spent, spend_limit, amount)
+        await tx.execute(holds.insert(), {"job_id": job_id, "key_id": key_id, "amount": amount, "status": "held", "charged": 0, "created_at": now})
+        self._post(tx, "hold", job_id, [(acct, -amount), (ESCROW, amount)])
         return None
 
-    async def settle_in(self, conn: Any, job_id: str, receipt: SignedReceipt) -> str:
-        """'settled', 'ended' (no open hold) or 'over hold' (nothing written). The receipt row is
-        written with the money: money moves if and only if a countersigned receipt exists."""
+    async def settle_in(self, tx: Tx, job_id: str, receipt: SignedReceipt, *, owner: str | None = None) -> str:
+        """'settled', 'ended' (no open hold), 'over hold' or 'not ours' (another replica owns
+        the job; `owner`: this replica). Nothing is written unless settled. The receipt row
+        is written with the money: money moves if and only if a countersigned receipt exists."""
         claim, body = receipt.claim, receipt.settlement
-        row = (await conn.execute(_HOLD_FOR_UPDATE, {"p_job": job_id})).first()
-        if row is None or row.status != "held":
-            return "ended"
-        if body["price"] > row.amount:
-            return "over hold"
-        res = await conn.execute(_END_HOLD, {"p_job": job_id, "p_status": "settled", "p_charged": body["price"], "p_at": time.time()})
-        if res.rowcount != 1:
-            return "ended"
-        await conn.execute(
+        row = await self._end(tx, job_id, "settled", body["price"], owner)
+        if row is None:
+            return await self._why_not(tx, job_id, owner, body["price"])
+        await tx.execute(
             receipts.insert(),
             {
                 "job_id": job_id, "node_pubkey": claim["node_pubkey"], "key_id": row.key_id, "price": body["price"], "fee": body["fee"], "value": body["value"],
@@ -221,7 +227,7 @@ class Ledger:
                 "node_signature": receipt.node_signature, "platform_signature": receipt.platform_signature,
             },
         )
-        await self._post(conn, "settle", job_id, [
+        self._post(tx, "settle", job_id, [
             (ESCROW, -row.amount),
             (client_account(row.key_id), row.amount - body["price"]),
             (node_account(claim["node_pubkey"]), body["value"]),
@@ -229,15 +235,29 @@ class Ledger:
         ])
         return "settled"
 
-    async def release_in(self, conn: Any, job_id: str) -> bool:
-        row = (await conn.execute(_HOLD_FOR_UPDATE, {"p_job": job_id})).first()
-        if row is None or row.status != "held":
+    async def release_in(self, tx: Tx, job_id: str, *, owner: str | None = None) -> bool:
+        """Give the whole hold back; False when it was ended already or is not ours to end."""
+        row = await self._end(tx, job_id, "released", 0, owner)
+        if row is None:
             return False
-        res = await conn.execute(_END_HOLD, {"p_job": job_id, "p_status": "released", "p_charged": 0, "p_at": time.time()})
-        if res.rowcount != 1:
-            return False
-        await self._post(conn, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])
+        self._post(tx, "release", job_id, [(ESCROW, -row.amount), (client_account(row.key_id), row.amount)])
         return True
+
+    @staticmethod
+    async def _end(tx: Tx, job_id: str, status: str, charged: int, owner: str | None) -> Any:
+        params = {"p_job": job_id, "p_status": status, "p_charged": charged, "p_at": time.time()}
+        if owner is not None:
+            params["p_owner"] = owner
+        return (await tx.execute(_end_hold(owner is not None, status == "settled"), params)).first()
+
+    @staticmethod
+    async def _why_not(tx: Tx, job_id: str, owner: str | None, price: int) -> str:
+        hold = (await tx.execute(_HOLD, {"p_job": job_id})).first()
+        if hold is None or hold.status != "held":
+            return "ended"
+        if owner is not None and (who := (await tx.execute(_OWNER, {"p_job": job_id})).scalar()) is not None and who != owner:
+            return "not ours"
+        return "over hold" if price > hold.amount else "ended"
 
     async def open_holds(self) -> list[tuple[str, float]]:
         """(job id, created at) of every hold still held."""
@@ -247,9 +267,9 @@ class Ledger:
 
     async def payout(self, node_pubkey: str, sign: Callable[[dict[str, Any]], str], *, chain: str, platform_pubkey: str, limit: int = 1000) -> dict[str, Any] | None:
         """Claim the node's unpaid receipts (oldest first, up to `limit`) into one signed record."""
-        async with self.engine.begin() as conn:
+        async with begin(self.engine) as tx:
             rows = (
-                await conn.execute(
+                await tx.execute(
                     sa.select(receipts)
                     .where(receipts.c.node_pubkey == node_pubkey, receipts.c.payout_id.is_(None))
                     .order_by(receipts.c.completed_at, receipts.c.job_id)
@@ -267,13 +287,13 @@ class Ledger:
             )
             sig = sign(record)
             ids = [r.job_id for r in rows]
-            res = await conn.execute(receipts.update().where(receipts.c.job_id.in_(ids), receipts.c.payout_id.is_(None)).values(payout_id=payout_id))
+            res = await tx.execute(receipts.update().where(receipts.c.job_id.in_(ids), receipts.c.payout_id.is_(None)).values(payout_id=payout_id))
             if res.rowcount != len(ids):
                 raise LedgerError("another payout claimed some of these receipts; retry")
-            await conn.execute(
+            await tx.execute(
                 payouts.insert().values(id=payout_id, node_pubkey=node_pubkey, total=record["total"], receipt_count=len(ids), record=cpr.canonical(record).decode(), platform_signature=sig, created_at=time.time())
             )
-            await self._post(conn, "payout", None, [(node_account(node_pubkey), -record["total"]), (PAYOUTS, record["total"])])
+            self._post(tx, "payout", None, [(node_account(node_pubkey), -record["total"]), (PAYOUTS, record["total"])])
         return {"payout": record, "platform_signature": sig, "receipts": docs}
 
     # -- views ----------------------------------------------------------------------------

@@ -255,15 +255,16 @@ class NodeSessions:
             conn.heartbeats += 1
             conn.tokens_per_s = frame.tokens_per_s
             changed = False
-            if frame.models is not None:
+            if frame.models is not None:  # a pull, a removal or an engine restart on the node
                 conn.hello = msgspec.structs.replace(conn.hello, models=frame.models)
                 changed = True
+                self._spawn(self._register(conn))
             if frame.capacity is not None and max(1, frame.capacity) != conn.capacity:
+                # A learned limit moves often: live state for the fleet, not a row to rewrite.
                 conn.capacity = max(1, frame.capacity)
                 changed = True
-            if changed:  # a pull, a removal or an engine restart on the node
+            if changed:
                 self.bus.announce(NodeSeen(conn.info()))
-                self._spawn(self._register(conn))
 
     def _drop(self, conn: NodeConn, reason: str) -> None:
         if conn.closed:

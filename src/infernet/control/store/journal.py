@@ -6,7 +6,8 @@ request path need not wait for the database: it queues the write and carries on.
 wait up to `window_s` and are compacted: a job inserted and finished within the window
 costs one INSERT of its final row (plus its events), not four statements. Every update is
 conditional on the status it expects, so a late write can never move a job backwards; each
-returned future says whether its write applied.
+returned future says whether its write applied. An update that follows an unwritten update of
+the same job folds into it likewise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from infernet.control.store.schema import job_events, jobs
+from infernet.control.store.tx import begin
 
 log = logging.getLogger("infernet.store")
 
@@ -45,7 +47,7 @@ def transition(job_id: str, allowed: tuple[str, ...], values: dict[str, Any], ow
 
 @dataclass
 class Op:
-    kind: str  # "insert", "update", or "call" (any `fn(conn)`, e.g. a ledger movement)
+    kind: str  # "insert", "update", or "call" (any `fn(tx)`, e.g. a ledger movement; `store.tx.Tx`)
     job_id: str
     allowed: tuple[str, ...]
     values: dict[str, Any]
@@ -66,6 +68,7 @@ class Journal:
         self._max_batch = max_batch
         self._pending: list[Op] = []
         self._inserts: dict[str, Op] = {}  # unflushed inserts, by job id, for compaction
+        self._updates: dict[str, Op] = {}  # each job's last unflushed update, likewise
         self._has_work = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -73,11 +76,12 @@ class Journal:
         self._idle.set()
 
     def submit(self, op: Any, *, urgent: bool = False) -> asyncio.Future[Any]:
-        """Queue a job write (`Op`) or any `fn(conn) -> result` to run in order with them."""
+        """Queue a job write (`Op`) or any `fn(tx) -> result` to run in order with them."""
         if not isinstance(op, Op):
             op = Op("call", "", (), {}, fn=op)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending_insert = self._inserts.get(op.job_id) if op.kind == "update" else None
+        earlier = self._updates.get(op.job_id) if op.kind == "update" and pending_insert is None else None
         if pending_insert is not None:
             # Fold the update into the row that has not been written yet.
             applies = pending_insert.values["status"] in op.allowed
@@ -87,12 +91,22 @@ class Journal:
                     pending_insert.events = (pending_insert.events or []) + op.events
             pending_insert.futures = (pending_insert.futures or []) + [(fut, applies)]
             pending_insert.urgent |= urgent
+        elif earlier is not None and earlier.owner == op.owner and earlier.values.get("status") in op.allowed:
+            # An update that follows an unwritten one of the same job (a claim, then running)
+            # rides in it: it applies if and only if that one does.
+            earlier.values.update(op.values)
+            if op.events:
+                earlier.events = (earlier.events or []) + op.events
+            earlier.futures = (earlier.futures or []) + [(fut, None)]
+            earlier.urgent |= urgent
         else:
             op.futures = [(fut, None)]
             op.urgent = urgent
             self._pending.append(op)
             if op.kind == "insert":
                 self._inserts[op.job_id] = op
+            elif op.kind == "update":
+                self._updates[op.job_id] = op
         self._idle.clear()
         self._has_work.set()
         if self._task is None or self._task.done():
@@ -110,10 +124,13 @@ class Journal:
                 continue
             try:
                 await asyncio.wait_for(self._flush_now.wait(), self._window_s)
+                # Group commit: whatever is ready to run now (other jobs ending at the same
+                # moment) queues its writes first and shares this transaction.
+                await asyncio.sleep(0)
             except TimeoutError:
                 pass
             self._flush_now.clear()
-            batch, self._pending, self._inserts = self._pending, [], {}
+            batch, self._pending, self._inserts, self._updates = self._pending, [], {}, {}
             for part in _urgent_first(batch):
                 await self._commit(part)
 
@@ -146,7 +163,7 @@ class Journal:
 
     async def _write(self, batch: list[Op]) -> list[Any]:
         results: list[Any] = []
-        async with self._engine.begin() as conn:
+        async with begin(self._engine) as conn:
             inserts = [op.values for op in batch if op.kind == "insert"]
             if inserts:
                 await conn.execute(jobs.insert(), _uniform(inserts))
