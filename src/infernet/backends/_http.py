@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
+import msgspec
 
 from infernet.backends.base import BackendError
 
@@ -59,12 +60,32 @@ def status_error(engine: str, status: int, body: bytes | str, *, model: str | No
     return BackendError(f"{engine} answered HTTP {status}: {msg}", retryable=status >= 500)
 
 
-def stream_event(engine: str, raw: str) -> dict[str, Any]:
+async def lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's lines, without their line ends, as the engine sends them. Every token the
+    relay serves passes here: bytes split as they come, not httpx's text-decoding layers."""
+    rest = b""
+    async for chunk in response.aiter_bytes():
+        if rest:
+            chunk = rest + chunk
+        *whole, rest = chunk.split(b"\n")
+        for line in whole:
+            yield line[:-1] if line.endswith(b"\r") else line
+    if rest:
+        yield rest
+
+
+_decode = msgspec.json.Decoder()
+
+
+def stream_event(engine: str, raw: bytes | str) -> dict[str, Any]:
     """One JSON object from an engine's stream (an NDJSON line or an SSE `data:` payload)."""
     try:
-        event = json.loads(raw)
-    except ValueError:
-        raise BackendError(f"{engine} sent invalid JSON in its stream: {raw[:80]!r}") from None
+        event = _decode.decode(raw)
+    except ValueError:  # msgspec refuses NaN, Infinity and numbers past a double; Python's json reads them
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            raise BackendError(f"{engine} sent invalid JSON in its stream: {raw[:80]!r}") from None
     if not isinstance(event, dict):
         raise BackendError(f"{engine} sent an unexpected stream event: {raw[:80]!r}")
     return event

@@ -28,6 +28,7 @@ from infernet.backends._http import (
     embedding_inputs,
     embedding_response,
     error_text,
+    lines,
     status_error,
     stream_event,
     text_of,
@@ -167,7 +168,7 @@ class OllamaBackend:
             async with self._client.stream("POST", path, json=payload) as r:
                 if r.status_code != 200:
                     raise status_error("ollama", r.status_code, await r.aread(), model=model)
-                async for line in r.aiter_lines():
+                async for line in lines(r):
                     if not line.strip():
                         continue
                     event = stream_event("ollama", line)

@@ -32,6 +32,7 @@ from infernet.backends._http import (
     embedding_inputs,
     embedding_response,
     error_text,
+    lines,
     status_error,
     stream_event,
     unreachable,
@@ -288,16 +289,16 @@ class OpenAICompatBackend:
                 if r.status_code != 200:
                     raise status_error(self.name, r.status_code, await r.aread(), model=public)
                 done = False
-                async for line in r.aiter_lines():
+                async for line in lines(r):
                     if done:
                         continue  # read to the body's end, so the connection goes back to the pool
-                    field_name, _, data = line.partition(":")
+                    field_name, _, data = line.partition(b":")
                     data = data.strip()
-                    if field_name == "error":  # llama.cpp's own framing for a failure mid-stream
+                    if field_name == b"error":  # llama.cpp's own framing for a failure mid-stream
                         raise BackendError(f"{self.name} failed mid-stream: {error_text(data)}")
-                    if field_name != "data":
+                    if field_name != b"data":
                         continue  # blank separators, comments (pings), event:/id: lines
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         done = True
                         continue
                     event = stream_event(self.name, data)

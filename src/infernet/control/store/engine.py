@@ -39,15 +39,20 @@ async def open_engine(url: str, *, pool_size: int = 10) -> Any:
     if sa_url.startswith("sqlite"):
         from infernet.control.store.inline_sqlite import InlineEngine
 
-        sync_url = "sqlite:///" + sa_url.split(":///", 1)[1]
-        engine = InlineEngine(sa.create_engine(sync_url, connect_args={"timeout": 30}))
+        path = sa_url.split(":///", 1)[1]
+        file = path not in ("", ":memory:") and not path.startswith("file::memory:")
+        sync_engine = sa.create_engine("sqlite:///" + path, connect_args={"timeout": 30})
 
-        @sa.event.listens_for(engine.sync_engine, "connect")
+        @sa.event.listens_for(sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
+            if file:  # the engine's own thread checkpoints (see inline_sqlite)
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
+
+        engine = InlineEngine(sync_engine, path if file else None)
 
     else:
         engine = create_async_engine(sa_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

@@ -7,13 +7,22 @@ SQLAlchemy's sync engine; PostgreSQL keeps asyncpg, which is truly asynchronous.
 
 The one rule this needs: inside a transaction, await nothing but its statements (the Store
 and the journal never do), so transactions on the loop never interleave.
+
+Checkpoints (copying the write-ahead log into the database file, with an fsync) would stall
+the loop for milliseconds whenever a commit crossed SQLite's automatic threshold, so the
+loop's connections never checkpoint: a thread of the engine's own does it, every second, on
+a connection of its own (SQLite lets a checkpoint run beside a writer in WAL mode).
 """
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from typing import Any
 
 import sqlalchemy as sa
+
+CHECKPOINT_S = 1.0
 
 
 class InlineConnection:
@@ -47,9 +56,26 @@ class _Block:
 
 
 class InlineEngine:
-    def __init__(self, sync_engine: sa.Engine) -> None:
+    def __init__(self, sync_engine: sa.Engine, path: str | None = None) -> None:
+        """`path`: the database file, checkpointed by a thread (None: in memory)."""
         self.sync_engine = sync_engine
         self.dialect = sync_engine.dialect
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if path is not None:
+            self._checkpointer = threading.Thread(target=self._checkpoints, args=(path,), name="sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoints(self, path: str) -> None:
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        try:
+            while not self._stop.wait(CHECKPOINT_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:  # busy or gone: the next round tries again
+                    pass
+        finally:
+            conn.close()
 
     def begin(self) -> _Block:
         return _Block(self.sync_engine.begin())
@@ -58,4 +84,7 @@ class InlineEngine:
         return _Block(self.sync_engine.connect())
 
     async def dispose(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         self.sync_engine.dispose()
