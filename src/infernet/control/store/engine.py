@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -31,6 +33,22 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+
+def _dumps(value: Any) -> str:
+    # A job's body, events and result go through here on every write: msgspec, not json.
+    return _enc.encode(value).decode()
+
+
+def _loads(text: str | bytes) -> Any:
+    try:
+        return _dec.decode(text)
+    except msgspec.DecodeError:  # a row written by Python's json may hold NaN or Infinity
+        return json.loads(text)
+
+
 async def open_engine(url: str, *, pool_size: int = 10) -> Any:
     """An async engine. SQLite runs inline on the loop (`inline_sqlite`); PostgreSQL goes
     through asyncpg, `pool_size` connections and as many again in a burst."""
@@ -41,7 +59,7 @@ async def open_engine(url: str, *, pool_size: int = 10) -> Any:
 
         path = sa_url.split(":///", 1)[1]
         file = path not in ("", ":memory:") and not path.startswith("file::memory:")
-        sync_engine = sa.create_engine("sqlite:///" + path, connect_args={"timeout": 30})
+        sync_engine = sa.create_engine("sqlite:///" + path, connect_args={"timeout": 30}, json_serializer=_dumps, json_deserializer=_loads)
 
         @sa.event.listens_for(sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -55,5 +73,5 @@ async def open_engine(url: str, *, pool_size: int = 10) -> Any:
         engine = InlineEngine(sync_engine, path if file else None)
 
     else:
-        engine = create_async_engine(sa_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        engine = create_async_engine(sa_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, json_serializer=_dumps, json_deserializer=_loads)
     return engine
