@@ -54,7 +54,7 @@ class ControlPlane:
         self.sessions = NodeSessions(store, self.bus, heartbeat_s=s.heartbeat_s, missed_heartbeats=s.missed_heartbeats)
         self.stats = Stats()
         self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free, stats=self.stats)
-        self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics, alone=alone)
+        self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics)
         self._maintenance: asyncio.Task[None] | None = None
         self._lock: Any = None
 

@@ -68,10 +68,9 @@ def event_of(msg: ToJob) -> J.Event:
 class Driver:
     def __init__(
         self, store: Store, bus: Bus, placement: Placement, health: Health, settings: Settings, *,
-        billing: Billing | None = None, metrics: Metrics | None = None, alone: bool = False,
+        billing: Billing | None = None, metrics: Metrics | None = None,
     ) -> None:
         self.store = store
-        self.alone = alone  # the only control plane on its database: claims are decided here
         self.bus = bus
         self.placement = placement
         self.health = health
@@ -294,13 +293,12 @@ class Driver:
         await self._step(live, J.Placed(node, terms))
 
     async def _claim(self, live: LiveJob, node: str) -> bool:
-        """Make this attempt the job's one run. In a cluster the database decides, so two
-        replicas (or a replica and a recovery sweep) never both run the job: one round trip,
-        committed at once. A control plane alone on its database (the embedded home's lock)
-        is the only one that could claim, and this task the only driver of the job here: the
-        claim is decided in memory and rides the journal's next batch."""
-        claim = self.store.jobs.queue_transition(live.id, ("queued",), "assigned", urgent=not self.alone, node_id=node, attempts=live.state.attempts + 1)
-        return True if self.alone else await claim
+        """Make this attempt the job's one run, durably, before the job frame leaves: the
+        database decides, so two replicas (or a replica and a recovery sweep) never both run
+        the job, and a control plane killed right after the send still finds the attempt it
+        made (the node's run is then paid or retried, never unaccounted for). Urgent, so
+        claims that are ready together share one commit."""
+        return await self.store.jobs.queue_transition(live.id, ("queued",), "assigned", urgent=True, node_id=node, attempts=live.state.attempts + 1)
 
     async def _wait_for_slot(self, live: LiveJob, waiter: Waiter) -> str | None:
         """The node held for this waiter; None when the job ended meanwhile (cancelled, timed
