@@ -135,7 +135,8 @@ async def latency(system: System, n: int) -> tuple[list[float], list[float]]:
         for _ in range(n):
             t0 = time.perf_counter()
             r = await c.post("/v1/chat/completions", json=body(False))
-            r.raise_for_status()
+            if r.status_code != 200:
+                raise SystemExit(f"{system.name} answered {r.status_code}: {r.text[:300]}")
             whole.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
             async with c.stream("POST", "/v1/chat/completions", json=body(True)) as s:
