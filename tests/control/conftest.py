@@ -39,15 +39,16 @@ async def fresh_pg_database() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def redis_url():
-    """Redis, with a key prefix of its own per test (the bus namespaces every key)."""
-    import redis.asyncio as redis
+def redis_url():
+    """Redis, with a key prefix of its own per test (the bus namespaces every key). Synchronous,
+    so a parametrized fixture can ask for it only when its case needs Redis."""
+    import redis
 
-    client = redis.Redis.from_url(REDIS)
+    client = redis.Redis.from_url(REDIS, socket_timeout=3)
     try:
-        await client.ping()
+        client.ping()
     except (OSError, redis.RedisError) as exc:
         pytest.skip(f"Redis not reachable at {REDIS}: {exc} (the cluster's bus is not tested)")
     finally:
-        await client.aclose()
-    yield f"{REDIS}#infernet-t-{secrets.token_hex(4)}"
+        client.close()
+    return f"{REDIS}#infernet-t-{secrets.token_hex(4)}"
