@@ -1,9 +1,9 @@
 """`node-status.json`: what a running node tells the commands on its machine.
 
-The daemon keeps a `NodeStatus` in memory; this writer puts it in the node's home, at once
-when something an operator cares about changes (connected, models, jobs, the engine's
-health) and every few seconds anyway, so that a reader can tell a live node from a file
-left behind: `live()` wants the pid alive and a recent `updated_at`. The last write, on
+The daemon keeps a `NodeStatus` in memory; this writer puts it in the node's home: at once
+when its state changes (connected, models, the engine's health), within a second when only
+its counters of jobs and tokens do (under load they change at every poll), and every few
+seconds anyway, so that a reader can tell a live node from a file left behind: `live()` wants the pid alive and a recent `updated_at`. The last write, on
 stop, says `running: false`, so `infernet status` is right the moment the node is gone.
 The engine's health is checked here, every few seconds, because the daemon only reads the
 engine when it connects and on each heartbeat.
@@ -28,7 +28,9 @@ from infernet import config
 log = logging.getLogger("infernet.node")
 
 FILE = "node-status.json"
-POLL_S = 0.2  # how soon a change reaches the file
+POLL_S = 0.2  # how soon a change of state reaches the file
+COUNTS_S = 1.0  # how soon a change of counters does: under load they change every poll
+COUNTERS = ("jobs_done", "jobs_failed", "tokens_out", "active")
 REFRESH_S = 2.0  # rewritten at least this often while running
 STALE_S = 3 * REFRESH_S  # older than this with no stop written: a hung or killed node
 HEALTH_S = 5.0  # the engine's health check
@@ -100,8 +102,9 @@ class StatusWriter:
         last, written = self.snapshot(), time.monotonic()
         while True:
             await asyncio.sleep(POLL_S)
-            now = self.snapshot()
-            if now != last or time.monotonic() - written >= REFRESH_S:
+            now, age = self.snapshot(), time.monotonic() - written
+            state = any(now[k] != last[k] for k in now if k not in COUNTERS)
+            if state or (now != last and age >= COUNTS_S) or age >= REFRESH_S:
                 self.write()
                 last, written = now, time.monotonic()
 
