@@ -11,40 +11,15 @@ from infernet.control.bus import (
     NodeGone,
     NodeInfo,
     NodeSeen,
-    Release,
     Reserve,
 )
 from infernet.control.bus.redis import RedisBus
 from infernet.protocol.messages import ModelAd
-
-
-async def until(cond, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "not in time"
-        await asyncio.sleep(0.01)
+from tests.control.bus.sides import Side, until
 
 
 def node(node_id: str, replica: str, session: str = "s1") -> NodeInfo:
     return NodeInfo(node_id=node_id, models=(ModelAd(name="m"),), tier="cpu", capacity=2, session=session, replica=replica)
-
-
-class Side:
-    """A replica's node sessions, reduced to what the bus asks of them."""
-
-    def __init__(self) -> None:
-        self.got: list = []
-        self.active: set[str] = set()
-
-    async def handle(self, msg) -> bool:
-        self.got.append(msg)
-        if isinstance(msg, Reserve):
-            if len(self.active) >= 2:
-                return False
-            self.active.add(msg.job_id)
-        elif isinstance(msg, Release):
-            self.active.discard(msg.job_id)
-        return True
 
 
 @contextlib.asynccontextmanager
