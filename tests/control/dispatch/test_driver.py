@@ -298,3 +298,41 @@ async def test_a_node_gone_between_the_claim_and_the_job_frame_is_a_lost_attempt
     rig.fleet.handle = vanish_on_dispatch  # type: ignore[method-assign]
     live = await ended(await rig.submit(route=RouteRequest("m", preferred_node="first")))
     assert live.status == "completed" and live.node_id == "second" and live.state.attempts == 2
+
+
+async def test_a_waiter_cancelled_as_its_slot_frees_gives_the_slot_back(rig):
+    """A slot handed to a waiter while the waiter was ending (cancelled, or out of time) is
+    given back. The waiter's end takes a moment (its row and its hold are written); a slot
+    that freed meanwhile went to it and stayed held for good: after 512 wrk clients hung up
+    at once, the node looked full forever and every later request waited out its deadline."""
+    release = asyncio.Event()
+
+    async def held(node: FakeNode, job: Job) -> None:
+        node.accept(job)
+        if job.body.get("hold"):
+            await release.wait()
+        await answer(node, job)
+
+    perform = rig.driver._perform
+    slow: list[LiveJob] = []
+
+    async def slow_database(effect, live, *rest):
+        if live in slow:
+            await asyncio.sleep(0.05)
+        await perform(effect, live, *rest)
+
+    rig.driver._perform = slow_database
+    node = rig.fleet.add("n1", script=held)
+    first, _ = await rig.driver.submit("k", "chat", "m", {**BODY, "hold": True})
+    waiting = await rig.submit()
+    slow.append(waiting)
+    await asyncio.sleep(0.05)
+    assert len(rig.placement.queue) == 1
+    waiting.request_cancel()
+    await asyncio.sleep(0.01)
+    release.set()  # the slot frees while the waiter's cancel is being written
+    await ended(waiting)
+    await ended(first)
+    after = await ended(await rig.submit())
+    assert after.status == "completed", after.error  # the node's one slot is free again
+    assert waiting.status == "cancelled" and [j.job_id for j in node.jobs] == [first.id, after.id]

@@ -306,6 +306,7 @@ class Driver:
         while True:
             left = live.deadline - time.monotonic()
             if left <= 0 and not waiter.fut.done():
+                self.placement.abandon(waiter)
                 await self._step(live, J.TimedOut(self.placement.retry_after(live.model)))
                 return None
             getter = asyncio.ensure_future(live.inbox.get())
@@ -313,8 +314,7 @@ class Driver:
             if getter in done:
                 event = getter.result()
                 if isinstance(event, J.CancelRequested):
-                    if waiter.fut.done() and waiter.fut.exception() is None:
-                        self.placement.unhold(waiter.fut.result())
+                    self.placement.abandon(waiter)
                     await self._step(live, event)
                     return None
                 if waiter.fut not in done:

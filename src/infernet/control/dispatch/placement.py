@@ -226,6 +226,15 @@ class Placement:
         if self.queue.remove(waiter.key_id, waiter):
             self._forget(waiter.req)
 
+    def abandon(self, waiter: Waiter) -> None:
+        """The waiter's job ends without the slot: out of the queue at once (before its end is
+        written, so no slot that frees meanwhile goes to it), and a slot already held for it
+        is given back."""
+        self.dequeue(waiter)
+        fut = waiter.fut
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            self.unhold(fut.result())
+
     def _forget(self, req: RouteRequest) -> None:
         n = self._asks[req] - 1
         if n > 0:
