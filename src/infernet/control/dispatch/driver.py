@@ -115,9 +115,14 @@ class Driver:
                 if billed:
                     await self.billing.release(job_id)  # type: ignore[union-attr]
                 return self.jobs.get(existing["id"]), existing
+            inserted = None
         else:
-            self.store.jobs.queue_insert(**row)
+            # A job of the job API is answered with its id, which its client may take to any
+            # replica at once (its stream, its status): the 202 waits for the row's commit.
+            inserted = self.store.jobs.queue_insert(urgent=row["origin"] == "jobs", **row)
         live = self.adopt(row, route, purpose=purpose, only=only, origin=row["origin"])
+        if inserted is not None and row["origin"] == "jobs":
+            await inserted
         if purpose == "client" and kind != "embedding" and self.verifier.canary_due():
             self._spawn(self.verifier.canary(model, [n.node_id for n in self.placement.serving(model)]))
         return live, None

@@ -89,8 +89,9 @@ class JobRepo:
 
     # -- the same writes, queued on the journal (the request path does not wait) -----------
 
-    def queue_insert(self, **row: Any) -> asyncio.Future[bool]:
-        return self._journal.submit(Op("insert", row["id"], (), self._owned(row)))
+    def queue_insert(self, *, urgent: bool = False, **row: Any) -> asyncio.Future[bool]:
+        """`urgent`: the caller answers only once the row is committed (commit without the window)."""
+        return self._journal.submit(Op("insert", row["id"], (), self._owned(row)), urgent=urgent)
 
     def queue_transition(self, job_id: str, allowed: tuple[str, ...], status: str, *, urgent: bool = False, **fields: Any) -> asyncio.Future[bool]:
         """`urgent`: someone awaits the answer on the request path; commit without the window."""
