@@ -43,11 +43,11 @@ async def sweep(store: Store, billing: Billing | None, driver: Driver, *, alone:
         taken += 1
         if row["origin"] == "jobs" and not row["delivered"]:
             if await store.jobs.transition(row["id"], OPEN, "queued", owner=store.owner, node_id=None):
-                log.info("job %s: its replica went away before any output was delivered; running it again", row["id"])
+                log.info("job %s (of replica %s): its replica went away before any output was delivered; running it again", row["id"], row["owner"])
                 driver.adopt({**row, "status": "queued"}, origin="jobs")
                 continue
         if await store.jobs.finish(row["id"], OPEN, "failed", [(1, "error", {"message": LOST, "code": "replica_lost", "status": "failed"})], error=LOST):
-            log.info("job %s: its replica went away; failed", row["id"])
+            log.info("job %s (of replica %s): its replica went away; failed", row["id"], row["owner"])
             if billing is not None:
                 await billing.release(row["id"])
     return taken
