@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from infernet.control.money.billing import Billing
-from infernet.control.store import TERMINAL, Store
+from infernet.control.store import Store
 
 if TYPE_CHECKING:
     from infernet.control.dispatch.driver import Driver
@@ -60,10 +60,7 @@ async def release_ended_holds(store: Store, billing: Billing, orphan_age_s: floa
     the milliseconds between the hold's commit and its job's). Run at start and then
     periodically: a restart sooner than `orphan_age_s` after a crash finds orphans too young."""
     released = 0
-    now = time.time()
-    for job_id, created_at in await billing.ledger.open_holds():
-        row = await store.jobs.get(job_id)
-        if (row is not None and row["status"] in TERMINAL) or (row is None and created_at < now - orphan_age_s):
-            await billing.release(job_id)
-            released += 1
+    for job_id in await billing.ledger.stale_holds(time.time() - orphan_age_s):
+        await billing.release(job_id)
+        released += 1
     return released

@@ -259,11 +259,18 @@ class Ledger:
             return "not ours"
         return "over hold" if price > hold.amount else "ended"
 
-    async def open_holds(self) -> list[tuple[str, float]]:
-        """(job id, created at) of every hold still held."""
-        q = sa.select(holds.c.job_id, holds.c.created_at).where(holds.c.status == "held")
+    async def stale_holds(self, orphaned_before: float) -> list[str]:
+        """Jobs whose hold is still held though the job ended, or though no job row came and
+        the hold is older than `orphaned_before`. One query: reading every open hold and
+        then its job, one by one, cost a replica under load a statement per job in flight
+        every round."""
+        q = (
+            sa.select(holds.c.job_id)
+            .select_from(holds.outerjoin(jobs, jobs.c.id == holds.c.job_id))
+            .where(holds.c.status == "held", sa.or_(jobs.c.status.in_(TERMINAL), sa.and_(jobs.c.id.is_(None), holds.c.created_at < orphaned_before)))
+        )
         async with self.engine.connect() as conn:
-            return [(r.job_id, r.created_at) for r in (await conn.execute(q)).all()]
+            return list((await conn.execute(q)).scalars())
 
     async def payout(self, node_pubkey: str, sign: Callable[[dict[str, Any]], str], *, chain: str, platform_pubkey: str, limit: int = 1000) -> dict[str, Any] | None:
         """Claim the node's unpaid receipts (oldest first, up to `limit`) into one signed record."""
