@@ -41,10 +41,11 @@ def _balance_add(dialect: str) -> Any:
 
 
 class Tx:
-    __slots__ = ("_deltas", "_entries", "conn")
+    __slots__ = ("_deltas", "_entries", "books_locked", "conn")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self.books_locked = False  # the ledger took its transaction-wide lock (money/ledger.py)
         self._entries: list[dict[str, Any]] = []
         self._deltas: dict[str, int] = {}
 
