@@ -623,10 +623,13 @@ async def check(cluster: Cluster, fault: str, requests: list[Request], keys: lis
             want = answer(req.nonce, req.words)
             if req.text != want or (req.nonce in sent and sent[req.nonce] != want) or req.outcome != "done":
                 rep.mismatches += 1
-                rep.details.append(f"request {req.nonce}: got {req.text[:40]!r}, the engine sent {want[:40]!r} ({req.outcome})")
+                rep.details.append(f"request {req.nonce} ({req.api} at replica {req.replica}, job {req.job_id}, {req.reattached} re-attaches): got {len(req.text)} chars {req.text[-60:]!r}, "
+                                   f"the engine sent {len(want)} {want[-60:]!r} ({req.outcome})")
             if status_of.get(req.job_id) != "completed" or req.job_id not in receipts:
                 rep.charge_errors += 1
-                rep.details.append(f"request {req.nonce} saw [DONE] but job {req.job_id} is {status_of.get(req.job_id)}, receipt {req.job_id in receipts}")
+                job, hold = next((j for j in jobs if j["id"] == req.job_id), {}), holds.get(req.job_id) or {}
+                rep.details.append(f"request {req.nonce} ({req.api} at replica {req.replica}) saw [DONE] but job {req.job_id} is {status_of.get(req.job_id)}, receipt {req.job_id in receipts}; "
+                                   f"owner {job.get('owner')}, attempts {job.get('attempts')}, hold {hold.get('status')} charged {hold.get('charged')}")
     for key_id, _ in keys:
         bal = balances[key_id]
         charged = sum(r["price"] for r in receipts.values() if r["key_id"] == key_id)
