@@ -184,6 +184,12 @@ class LiveJob:
             return list(self.events)
         return [*self.events, (len(self.events) + 1, *self._last)]
 
+    def reseal(self, state: JobState) -> None:
+        """End the job as `state` after all, before anyone saw its end: the store refused
+        this replica's final write (another replica took the job over and ended it)."""
+        assert not self.finished.is_set()
+        self.state, self._last = state, None
+
     def publish(self) -> None:
         """Publish the final event from `seal` and wake everyone waiting on the job."""
         if self.finished.is_set():
