@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from infernet.control import bounds
 from infernet.control.money.billing import Billing
 from infernet.control.store import Store
 
@@ -28,6 +29,10 @@ log = logging.getLogger("infernet.control")
 
 LOST = "the control plane replica running this job went away"
 OPEN = ("queued", "assigned", "running")
+# The job's event log died with its replica, and a follower may have read any number of its
+# events: the final one is numbered last of all, so a client re-attaching with whatever
+# Last-Event-ID it has still gets it (numbered 1, a follower past it waited for nothing).
+LAST_EVENT = bounds.MAX_EVENT_ID
 # A hold is committed just before its job's row (which rides the journal, committed within
 # milliseconds): a hold with no job this much later belongs to a request that never got one.
 ORPHAN_AGE_S = 60.0
@@ -46,7 +51,7 @@ async def sweep(store: Store, billing: Billing | None, driver: Driver, *, alone:
                 log.info("job %s (of replica %s): its replica went away before any output was delivered; running it again", row["id"], row["owner"])
                 driver.adopt({**row, "status": "queued"}, origin="jobs")
                 continue
-        if await store.jobs.finish(row["id"], OPEN, "failed", [(1, "error", {"message": LOST, "code": "replica_lost", "status": "failed"})], error=LOST):
+        if await store.jobs.finish(row["id"], OPEN, "failed", [(LAST_EVENT, "error", {"message": LOST, "code": "replica_lost", "status": "failed"})], error=LOST):
             log.info("job %s (of replica %s): its replica went away; failed", row["id"], row["owner"])
             if billing is not None:
                 await billing.release(row["id"])
