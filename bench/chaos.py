@@ -611,6 +611,7 @@ async def check(cluster: Cluster, fault: str, requests: list[Request], keys: lis
     rep.details.append("client outcomes: " + ", ".join(f"{k} {v}" for k, v in Counter(r.outcome for r in requests).most_common()))
     errors = Counter(f"{r.outcome}: {r.error[:160]}" for r in requests if r.outcome.startswith(("http_", "error_event")))
     rep.details += [f"{n} x {e}" for e, n in errors.most_common(3)]
+    rep.details += [f"cut: {r.api} at replica {r.replica}, job {r.job_id}, {r.reattached} re-attaches, {len(r.text)} chars" for r in requests if r.outcome == "cut"][:3]
     status_of = {j["id"]: j["status"] for j in jobs}
     for req in requests:
         if req.outcome not in ("done", "cancelled"):
