@@ -134,3 +134,18 @@ async def test_a_burst_past_the_pool_waits_for_a_connection_instead_of_failing(r
         assert got == [None] * 6
     finally:
         await r.aclose()
+
+
+async def test_closing_does_not_hang_on_a_redis_that_stopped_answering(redis_url):
+    bus = RedisBus(redis_url, replica="r-stuck")
+    bus.serve(Side())
+    await bus.start()
+    bus.announce(NodeSeen(node("n1", "r-stuck")))  # something left to send at close
+
+    async def never() -> None:  # what a write to an unreachable Redis does
+        await asyncio.sleep(3600)
+
+    bus._flush = never  # type: ignore[method-assign]
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(bus.aclose(), 10)
+    assert asyncio.get_running_loop().time() - started < 5
