@@ -226,11 +226,14 @@ class Cluster:
         from infernet.control.store.migrate import upgrade
 
         assert self.db_url is not None
-        admin = await asyncpg.connect(self.pg_admin.replace("postgresql://", "postgres://"), timeout=5)
         try:
-            await admin.execute(f'CREATE DATABASE "{self.db_url.rsplit("/", 1)[1]}"')
-        finally:
-            await admin.close()
+            admin = await asyncpg.connect(self.pg_admin.replace("postgresql://", "postgres://"), timeout=5)
+            try:
+                await admin.execute(f'CREATE DATABASE "{self.db_url.rsplit("/", 1)[1]}"')
+            finally:
+                await admin.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise RuntimeError(f"a cluster needs PostgreSQL: could not create a database through {self.pg_admin} ({exc}); set INFERNET_TEST_PG") from None
         engine = await open_engine(self.db_url)
         try:
             await upgrade(engine)  # what `infernet control-plane migrate` does, once for all replicas
