@@ -136,12 +136,19 @@ class ControlPlane:
         """Our jobs' leases, one statement for all of them, every third of a lease. A task of
         its own: behind a slow sweep or a busy store in the maintenance round, a renewal
         came too late and another replica took over jobs this one was still driving."""
+        lease = self.settings.lease_s
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.lease_s / 3)
+            await asyncio.sleep(lease / 3)
             try:
                 await self.store.jobs.renew()
             except Exception:
                 log.exception("could not renew this replica's job leases")
+                continue
+            now = time.monotonic()
+            if now - last > lease * 2 / 3:  # one more such delay and other replicas take our jobs
+                log.warning("job leases renewed %.1f s after the last renewal (the lease is %g s): this replica's loop or its database is overloaded", now - last, lease)
+            last = now
 
     def sample(self) -> None:
         fleet = ((c.hello.tier, vendor_of(c.hello.hardware)) for c in self.sessions.nodes.values())
