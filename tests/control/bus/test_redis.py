@@ -122,30 +122,3 @@ async def test_a_reconnect_elsewhere_replaces_the_old_session(redis_url):
         a.announce(NodeGone("n1", "old", "node disconnected", busy=False))  # r-a hears its old socket close
         await asyncio.sleep(0.3)
         assert await a.send(Reserve("n1", "job-1")) is True and side_b.active == {"job-1"}
-
-
-async def test_a_burst_past_the_pool_waits_for_a_connection_instead_of_failing(redis_url):
-    from infernet.control.store.redis import connect
-
-    r, prefix = connect(redis_url, max_connections=2)
-    try:
-        # Six blocking reads at once on two connections: each waits its turn.
-        got = await asyncio.gather(*(r.blpop([f"{prefix}:empty:{i}"], timeout=0.2) for i in range(6)))
-        assert got == [None] * 6
-    finally:
-        await r.aclose()
-
-
-async def test_closing_does_not_hang_on_a_redis_that_stopped_answering(redis_url):
-    bus = RedisBus(redis_url, replica="r-stuck")
-    bus.serve(Side())
-    await bus.start()
-    bus.announce(NodeSeen(node("n1", "r-stuck")))  # something left to send at close
-
-    async def never() -> None:  # what a write to an unreachable Redis does
-        await asyncio.sleep(3600)
-
-    bus._flush = never  # type: ignore[method-assign]
-    started = asyncio.get_running_loop().time()
-    await asyncio.wait_for(bus.aclose(), 10)
-    assert asyncio.get_running_loop().time() - started < 5
