@@ -56,6 +56,7 @@ class ControlPlane:
         self.metrics = Metrics(nodes_online=lambda: len(self.sessions.nodes), jobs_live=lambda: len(self.driver.jobs), slots_free=self.placement.slots_free, stats=self.stats)
         self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics)
         self._maintenance: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
         self._lock: Any = None
 
     @classmethod
@@ -95,6 +96,7 @@ class ControlPlane:
         if admin_key:
             await self.store.keys.ensure(admin_key, admin_name, "admin")
         self._maintenance = asyncio.create_task(self._maintain())
+        self._leases = asyncio.create_task(self._renew_leases())
 
     async def _recover(self, *, alone: bool = False) -> None:
         try:
@@ -109,7 +111,7 @@ class ControlPlane:
         s = self.settings
         written: dict[str, float] = {}
         now = time.monotonic()
-        next_write, next_renew, next_sweep = now + s.last_seen_write_s, now + s.lease_s / 3, now + s.lease_s / 2
+        next_write, next_sweep = now + s.last_seen_write_s, now + s.lease_s / 2
         next_holds = now + s.orphan_hold_s / 2
         while True:
             await asyncio.sleep(min(1.0, s.heartbeat_s / 2))
@@ -117,12 +119,6 @@ class ControlPlane:
             self.placement.tick()
             self.sample()
             now = time.monotonic()
-            if now >= next_renew:  # our jobs' leases, one statement for all of them
-                next_renew = now + s.lease_s / 3
-                try:
-                    await self.store.jobs.renew()
-                except Exception:
-                    log.exception("could not renew this replica's job leases")
             if now >= next_sweep and not self.alone:
                 next_sweep = now + s.lease_s / 2
                 await self._recover()
@@ -135,6 +131,24 @@ class ControlPlane:
             if now >= next_write:
                 next_write = now + s.last_seen_write_s
                 written = await self._write_last_seen(written)
+
+    async def _renew_leases(self) -> None:
+        """Our jobs' leases, one statement for all of them, every third of a lease. A task of
+        its own: behind a slow sweep or a busy store in the maintenance round, a renewal
+        came too late and another replica took over jobs this one was still driving."""
+        lease = self.settings.lease_s
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.store.jobs.renew()
+            except Exception:
+                log.exception("could not renew this replica's job leases")
+                continue
+            now = time.monotonic()
+            if now - last > lease * 2 / 3:  # one more such delay and other replicas take our jobs
+                log.warning("job leases renewed %.1f s after the last renewal (the lease is %g s): this replica's loop or its database is overloaded", now - last, lease)
+            last = now
 
     def sample(self) -> None:
         fleet = ((c.hello.tier, vendor_of(c.hello.hardware)) for c in self.sessions.nodes.values())
@@ -153,10 +167,11 @@ class ControlPlane:
         return seen
 
     async def aclose(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        for task in (self._maintenance, self._leases):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.driver.aclose()
         await self.sessions.aclose()
         await self.bus.aclose()

@@ -69,6 +69,7 @@ ALIVE_S = 5.0  # a replica not heard of this long is gone
 BEAT_S = 1.0
 ANSWER_S = 5.0  # a node's replica that does not answer this fast counts as unreachable
 INBOX_MAX = 100_000
+CLOSE_S = 2.0  # the longest a closing bus waits for Redis
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -121,6 +122,7 @@ class RedisBus:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._forget: Any = None
+        self._closing = False
         self.sent = 0  # messages that crossed Redis, for the round-trip figures
         self.received = 0
 
@@ -151,17 +153,29 @@ class RedisBus:
         self._tasks = [loop.create_task(t) for t in (self._read_inbox(), self._read_channels(), self._write(), self._watch_replicas())]
 
     async def aclose(self) -> None:
+        # redis-py may swallow a cancel that lands mid-command (it drops the connection and
+        # returns), and a loop would then carry on for ever: each loop also stops on
+        # `_closing`, and the wait is bounded.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=CLOSE_S)
         self._tasks = []
         if self._r is not None:
+            # Bounded: a Redis that stopped answering (or a pool with no free connection)
+            # must not keep a replica from shutting down; the others see it gone anyway
+            # once its key expires.
             with contextlib.suppress(Exception):
-                await self._flush()
-                await self._r.delete(self._k("replica", self._replica))
-                await self._pubsub.aclose()
-                await self._r.aclose()
+                await asyncio.wait_for(self._goodbye(), CLOSE_S)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._r.aclose(), CLOSE_S)
             self._r = None
+
+    async def _goodbye(self) -> None:
+        await self._flush()
+        await self._r.delete(self._k("replica", self._replica))
+        await self._pubsub.aclose()
 
     # -- the Bus protocol -----------------------------------------------------------------
 
@@ -244,7 +258,7 @@ class RedisBus:
 
     async def _write(self) -> None:
         """The one writer: whatever was queued meanwhile goes in one pipeline."""
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             try:
@@ -274,6 +288,8 @@ class RedisBus:
 
     async def _read_channels(self) -> None:
         async for message in self._pubsub.listen():
+            if self._closing:
+                return
             if message.get("type") != "message":
                 continue
             try:
@@ -301,7 +317,7 @@ class RedisBus:
     async def _read_inbox(self) -> None:
         """What other replicas ask of the nodes whose sockets we hold."""
         key, last = self._k("inbox", self._replica), "$"
-        while True:
+        while not self._closing:
             try:
                 got = await self._r.xread({key: last}, count=256, block=1000)
             except (aioredis.RedisError, OSError):
@@ -349,7 +365,7 @@ class RedisBus:
 
     async def _watch_replicas(self) -> None:
         """Renew our key; treat the nodes of a replica that stopped renewing its own as gone."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(BEAT_S)
             try:
                 await self._beat()

@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
+
 from infernet import logs
 from infernet.control.bus import (
     Attach,
@@ -51,6 +53,7 @@ log = logging.getLogger("infernet.control")
 # key maps to it, so nobody can act as it, and nothing run under it is billed to a client.
 INTERNAL_KEY_ID = "key_internal"
 OPEN = ("queued", "assigned", "running")
+TAKEN_OVER = "another control-plane replica took this job over; it was not charged"
 
 
 def event_of(msg: ToJob) -> J.Event:
@@ -115,9 +118,14 @@ class Driver:
                 if billed:
                     await self.billing.release(job_id)  # type: ignore[union-attr]
                 return self.jobs.get(existing["id"]), existing
+            inserted = None
         else:
-            self.store.jobs.queue_insert(**row)
+            # A job of the job API is answered with its id, which its client may take to any
+            # replica at once (its stream, its status): the 202 waits for the row's commit.
+            inserted = self.store.jobs.queue_insert(urgent=row["origin"] == "jobs", **row)
         live = self.adopt(row, route, purpose=purpose, only=only, origin=row["origin"])
+        if inserted is not None and row["origin"] == "jobs":
+            await inserted
         if purpose == "client" and kind != "embedding" and self.verifier.canary_due():
             self._spawn(self.verifier.canary(model, [n.node_id for n in self.placement.serving(model)]))
         return live, None
@@ -413,7 +421,12 @@ class Driver:
             # Money moves: the final row and the settlement commit before the client sees the
             # end, so an answer that reached its client is charged and paid exactly once,
             # even if this process dies a moment later.
-            await self._persist_end(live, state)
+            if not await self._persist_end(live, state):
+                # Another replica took the job over (this one's lease ran out) and ended it
+                # its own way, so it is neither charged nor paid here: the client must not
+                # get an end the books do not show.
+                log.warning("job %s: another replica took it over before its end was stored; its client gets an error", live.id)
+                live.reseal(msgspec.structs.replace(state, status=J.JobStatus.FAILED, error=J.JobError("replica_lost", TAKEN_OVER)))
             live.publish()
         else:
             # Nothing to charge: the client's last event never waits for the database. The job
@@ -425,7 +438,9 @@ class Driver:
         if self.metrics is not None:
             self.metrics.job_ended(live)
 
-    async def _persist_end(self, live: LiveJob, state: J.JobState) -> None:
+    async def _persist_end(self, live: LiveJob, state: J.JobState) -> bool:
+        """Store the job's end and settle it; False when the store refused the final row
+        (the job is no longer this replica's)."""
         billed = self.billing is not None and live.purpose == "client"
         receipt = None
         if billed:
@@ -442,9 +457,10 @@ class Driver:
         try:
             if billed:  # queued right behind the finish: one commit
                 await self.billing.settle(live.id, receipt)  # type: ignore[union-attr]
-            await finished
+            return await finished
         except Exception:
             log.exception("job %s: its end could not be stored", live.id)
+            return True  # not known to be refused: the client keeps the end it ran to
         finally:
             self.jobs.pop(live.id, None)
             live.ended.set()

@@ -184,6 +184,12 @@ class LiveJob:
             return list(self.events)
         return [*self.events, (len(self.events) + 1, *self._last)]
 
+    def reseal(self, state: JobState) -> None:
+        """End the job as `state` after all, before anyone saw its end: the store refused
+        this replica's final write (another replica took the job over and ended it)."""
+        assert not self.finished.is_set()
+        self.state, self._last = state, None
+
     def publish(self) -> None:
         """Publish the final event from `seal` and wake everyone waiting on the job."""
         if self.finished.is_set():
@@ -212,8 +218,13 @@ class LiveJob:
                 last_token = next((e[0] for e in reversed(batch) if e[1] == "token"), 0)
                 if last_token > self.delivered:
                     if not self.delivered and self.on_delivered is not None:
-                        self.on_delivered()
-                    self.delivered = last_token  # token events come first, numbered 1..n
+                        stored = self.on_delivered()
+                        if isinstance(stored, asyncio.Future):
+                            # Durable before any output leaves: a replica that takes the job
+                            # over must not run it again (a re-run's events are cut at other
+                            # places, so a re-attaching client would get words twice or not at all).
+                            await stored
+                    self.delivered = max(self.delivered, last_token)  # token events come first, numbered 1..n
                 yield batch
             if self.finished.is_set() and i >= len(self.events):
                 return

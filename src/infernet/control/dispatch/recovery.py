@@ -18,8 +18,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from infernet.control import bounds
 from infernet.control.money.billing import Billing
-from infernet.control.store import TERMINAL, Store
+from infernet.control.store import Store
 
 if TYPE_CHECKING:
     from infernet.control.dispatch.driver import Driver
@@ -28,6 +29,10 @@ log = logging.getLogger("infernet.control")
 
 LOST = "the control plane replica running this job went away"
 OPEN = ("queued", "assigned", "running")
+# The job's event log died with its replica, and a follower may have read any number of its
+# events: the final one is numbered last of all, so a client re-attaching with whatever
+# Last-Event-ID it has still gets it (numbered 1, a follower past it waited for nothing).
+LAST_EVENT = bounds.MAX_EVENT_ID
 # A hold is committed just before its job's row (which rides the journal, committed within
 # milliseconds): a hold with no job this much later belongs to a request that never got one.
 ORPHAN_AGE_S = 60.0
@@ -43,11 +48,11 @@ async def sweep(store: Store, billing: Billing | None, driver: Driver, *, alone:
         taken += 1
         if row["origin"] == "jobs" and not row["delivered"]:
             if await store.jobs.transition(row["id"], OPEN, "queued", owner=store.owner, node_id=None):
-                log.info("job %s: its replica went away before any output was delivered; running it again", row["id"])
+                log.info("job %s (of replica %s): its replica went away before any output was delivered; running it again", row["id"], row["owner"])
                 driver.adopt({**row, "status": "queued"}, origin="jobs")
                 continue
-        if await store.jobs.finish(row["id"], OPEN, "failed", [(1, "error", {"message": LOST, "code": "replica_lost", "status": "failed"})], error=LOST):
-            log.info("job %s: its replica went away; failed", row["id"])
+        if await store.jobs.finish(row["id"], OPEN, "failed", [(LAST_EVENT, "error", {"message": LOST, "code": "replica_lost", "status": "failed"})], error=LOST):
+            log.info("job %s (of replica %s): its replica went away; failed", row["id"], row["owner"])
             if billing is not None:
                 await billing.release(row["id"])
     return taken
@@ -60,10 +65,7 @@ async def release_ended_holds(store: Store, billing: Billing, orphan_age_s: floa
     the milliseconds between the hold's commit and its job's). Run at start and then
     periodically: a restart sooner than `orphan_age_s` after a crash finds orphans too young."""
     released = 0
-    now = time.time()
-    for job_id, created_at in await billing.ledger.open_holds():
-        row = await store.jobs.get(job_id)
-        if (row is not None and row["status"] in TERMINAL) or (row is None and created_at < now - orphan_age_s):
-            await billing.release(job_id)
-            released += 1
+    for job_id in await billing.ledger.stale_holds(time.time() - orphan_age_s):
+        await billing.release(job_id)
+        released += 1
     return released

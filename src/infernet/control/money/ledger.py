@@ -78,11 +78,26 @@ def _end_hold(fenced: bool, capped: bool) -> Any:
 
 
 _HOLD = sa.select(holds.c.status, holds.c.amount).where(holds.c.job_id == sa.bindparam("p_job"))
+
+
+async def _lock_books(tx: Tx) -> None:
+    """Take the escrow account's row before any other row a movement locks. Every hold,
+    settlement and release moves money through escrow, so movements in concurrent
+    transactions (two replicas' journal batches) now queue here instead of locking client
+    balances in opposite orders: a hold locks its client's row when it checks the balance,
+    long before the batch writes the other accounts, and two batches deadlocked every few
+    seconds, each costing every replica a second (PostgreSQL's deadlock_timeout) stalled
+    behind the rows it held. SQLite has one writer at a time and needs no lock."""
+    if tx.books_locked or tx.dialect.name != "postgresql":
+        return
+    tx.books_locked = True
+    await tx.execute(_BOOKS)
 _OWNER = sa.select(jobs.c.owner).where(jobs.c.id == sa.bindparam("p_job"))
 
 DEPOSITS = "external:deposits"
 PAYOUTS = "external:payouts"
 ESCROW = "escrow"
+_BOOKS = sa.select(balances.c.balance).where(balances.c.account == ESCROW).with_for_update()
 FEES = "platform:fees"
 DAY_S = 86_400.0
 
@@ -191,6 +206,7 @@ class Ledger:
     async def hold_in(self, tx: Tx, job_id: str, key_id: str, amount: int, *, overdraft: bool = False, min_balance: int = 0, spend_limit: int | None = None, now: float | None = None) -> LedgerError | None:
         if amount < 0:
             raise ValueError("a hold is not negative")
+        await _lock_books(tx)
         now = time.time() if now is None else now
         acct = client_account(key_id)
         if not overdraft or spend_limit is not None:
@@ -216,6 +232,7 @@ class Ledger:
         the job; `owner`: this replica). Nothing is written unless settled. The receipt row
         is written with the money: money moves if and only if a countersigned receipt exists."""
         claim, body = receipt.claim, receipt.settlement
+        await _lock_books(tx)
         row = await self._end(tx, job_id, "settled", body["price"], owner)
         if row is None:
             return await self._why_not(tx, job_id, owner, body["price"])
@@ -237,6 +254,7 @@ class Ledger:
 
     async def release_in(self, tx: Tx, job_id: str, *, owner: str | None = None) -> bool:
         """Give the whole hold back; False when it was ended already or is not ours to end."""
+        await _lock_books(tx)
         row = await self._end(tx, job_id, "released", 0, owner)
         if row is None:
             return False
@@ -259,11 +277,18 @@ class Ledger:
             return "not ours"
         return "over hold" if price > hold.amount else "ended"
 
-    async def open_holds(self) -> list[tuple[str, float]]:
-        """(job id, created at) of every hold still held."""
-        q = sa.select(holds.c.job_id, holds.c.created_at).where(holds.c.status == "held")
+    async def stale_holds(self, orphaned_before: float) -> list[str]:
+        """Jobs whose hold is still held though the job ended, or though no job row came and
+        the hold is older than `orphaned_before`. One query: reading every open hold and
+        then its job, one by one, cost a replica under load a statement per job in flight
+        every round."""
+        q = (
+            sa.select(holds.c.job_id)
+            .select_from(holds.outerjoin(jobs, jobs.c.id == holds.c.job_id))
+            .where(holds.c.status == "held", sa.or_(jobs.c.status.in_(TERMINAL), sa.and_(jobs.c.id.is_(None), holds.c.created_at < orphaned_before)))
+        )
         async with self.engine.connect() as conn:
-            return [(r.job_id, r.created_at) for r in (await conn.execute(q)).all()]
+            return list((await conn.execute(q)).scalars())
 
     async def payout(self, node_pubkey: str, sign: Callable[[dict[str, Any]], str], *, chain: str, platform_pubkey: str, limit: int = 1000) -> dict[str, Any] | None:
         """Claim the node's unpaid receipts (oldest first, up to `limit`) into one signed record."""

@@ -89,8 +89,9 @@ class JobRepo:
 
     # -- the same writes, queued on the journal (the request path does not wait) -----------
 
-    def queue_insert(self, **row: Any) -> asyncio.Future[bool]:
-        return self._journal.submit(Op("insert", row["id"], (), self._owned(row)))
+    def queue_insert(self, *, urgent: bool = False, **row: Any) -> asyncio.Future[bool]:
+        """`urgent`: the caller answers only once the row is committed (commit without the window)."""
+        return self._journal.submit(Op("insert", row["id"], (), self._owned(row)), urgent=urgent)
 
     def queue_transition(self, job_id: str, allowed: tuple[str, ...], status: str, *, urgent: bool = False, **fields: Any) -> asyncio.Future[bool]:
         """`urgent`: someone awaits the answer on the request path; commit without the window."""
@@ -112,9 +113,19 @@ class JobRepo:
     # -- leases ----------------------------------------------------------------------------
 
     async def renew(self) -> int:
-        """Extend the lease of every open job this replica owns: one statement, any number of jobs."""
+        """Extend the lease of every open job this replica owns: one statement, any number of
+        jobs. On PostgreSQL a row another transaction holds (this replica's own journal batch,
+        mid-commit) is skipped, not waited for: the renewal must never stall behind a batch
+        (a lease that runs out hands a living replica's job to another), nor deadlock with
+        one by locking the rows in another order; the next round, a few seconds on, renews it."""
+        mine = sa.and_(jobs.c.owner == self.owner, jobs.c.status.in_(OPEN))
         async with self._engine.begin() as conn:
-            res = await conn.execute(jobs.update().where(jobs.c.owner == self.owner, jobs.c.status.in_(OPEN)).values(lease_until=time.time() + self.lease_s))
+            if conn.dialect.name == "postgresql":
+                free = sa.select(jobs.c.id).where(mine).order_by(jobs.c.id).with_for_update(skip_locked=True).scalar_subquery()
+                stmt = jobs.update().where(jobs.c.id.in_(free))
+            else:
+                stmt = jobs.update().where(mine)
+            res = await conn.execute(stmt.values(lease_until=time.time() + self.lease_s))
         return res.rowcount
 
     async def expired(self, limit: int = 100, *, all_open: bool = False) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from infernet.control.store.schema import job_events, jobs
-from infernet.control.store.tx import begin
+from infernet.control.store.tx import begin, retrying
 
 log = logging.getLogger("infernet.store")
 
@@ -136,7 +136,7 @@ class Journal:
 
     async def _commit(self, batch: list[Op]) -> None:
         try:
-            results = await self._write(batch)
+            results = await retrying(lambda: self._write(batch))
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("a journal write failed (job %s)", batch[0].job_id or "-")

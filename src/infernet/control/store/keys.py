@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from infernet.control.store.engine import upsert
 from infernet.control.store.schema import api_keys, key_limits
@@ -64,7 +65,14 @@ class KeyRepo:
         existing = await self.lookup(plaintext, cache=False)
         if existing is not None:
             return existing
-        rec, _ = await self.create(name, role, plaintext)
+        try:
+            rec, _ = await self.create(name, role, plaintext)
+        except IntegrityError:
+            # Replicas of a cluster start together, and each seeds the admin key: another
+            # inserted it between our look and our insert. It is there now; use it.
+            if (existing := await self.lookup(plaintext, cache=False)) is None:
+                raise
+            return existing
         return rec
 
     async def lookup(self, plaintext: str, *, cache: bool = True) -> KeyRecord | None:

@@ -13,11 +13,16 @@ import redis.asyncio as aioredis
 from infernet.control.store.rates import RateCount, wait_for
 
 
-def connect(url: str, *, max_connections: int = 32) -> tuple[Any, str]:
+def connect(url: str, *, max_connections: int = 32, wait_s: float = 10.0) -> tuple[Any, str]:
     """A client and the key prefix: `redis://host:6379/0#name` namespaces every key under
-    `name` (default `infernet`), so several networks (or tests) can share one Redis."""
+    `name` (default `infernet`), so several networks (or tests) can share one Redis.
+
+    A call finding every connection busy waits up to `wait_s` for one: redis-py's default
+    pool raises instead, and a burst of requests (each checks its rate limit here) failed
+    with 500s, as did the bus's writer."""
     url, _, name = url.partition("#")
-    return aioredis.Redis.from_url(url, max_connections=max_connections), name or "infernet"
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=wait_s)
+    return aioredis.Redis.from_pool(pool), name or "infernet"
 
 # Sliding window over two fixed minutes: this minute's count plus the previous minute's,
 # weighted by how much of it is still inside the last 60 s. A request over the limit takes

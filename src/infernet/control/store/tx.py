@@ -12,13 +12,25 @@ it must), so a read never misses a change this same transaction made.
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import AsyncIterator
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from infernet.control.store.engine import insert_for
 from infernet.control.store.schema import balances, ledger_entries
+
+log = logging.getLogger("infernet.store")
+T = TypeVar("T")
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back
+# whole, through no fault of its own, and the same writes may simply go again.
+CONFLICTS = frozenset({"40P01", "40001"})
 
 
 @functools.lru_cache(maxsize=8)
@@ -29,10 +41,11 @@ def _balance_add(dialect: str) -> Any:
 
 
 class Tx:
-    __slots__ = ("_deltas", "_entries", "conn")
+    __slots__ = ("_deltas", "_entries", "books_locked", "conn")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self.books_locked = False  # the ledger took its transaction-wide lock (money/ledger.py)
         self._entries: list[dict[str, Any]] = []
         self._deltas: dict[str, int] = {}
 
@@ -70,3 +83,28 @@ async def begin(engine: Any) -> AsyncIterator[Tx]:
         tx = Tx(conn)
         yield tx
         await tx.flush()
+
+
+def conflicted(exc: BaseException) -> bool:
+    """The database aborted this transaction for a conflict with another one (a deadlock,
+    a serialization failure): nothing was written, and trying again is correct."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    return any(getattr(e, "sqlstate", None) in CONFLICTS or getattr(e, "pgcode", None) in CONFLICTS for e in (orig, getattr(orig, "__cause__", None)))
+
+
+async def retrying(run: Callable[[], Awaitable[T]], attempts: int = 6, base_s: float = 0.01, rng: random.Random | None = None) -> T:
+    """`run()` (one whole transaction) again when the database aborted it for a conflict.
+    Two replicas' batches that lock the same rows in different orders deadlock now and
+    then; the loser goes again after a random wait (jittered, doubling), so they part."""
+    rng = rng or random
+    for attempt in range(attempts):
+        try:
+            return await run()
+        except DBAPIError as exc:
+            if not conflicted(exc) or attempt == attempts - 1:
+                raise
+            log.info("a transaction conflicted with another (%s); trying again", type(exc.orig).__name__)
+            await asyncio.sleep(base_s * (2**attempt) * (0.5 + rng.random()))
+    raise AssertionError("unreachable")
