@@ -64,7 +64,15 @@ class KeyRepo:
         existing = await self.lookup(plaintext, cache=False)
         if existing is not None:
             return existing
-        rec, _ = await self.create(name, role, plaintext)
+        try:
+            rec, _ = await self.create(name, role, plaintext)
+        except sa.exc.IntegrityError:
+            # Replicas started together each seed the same admin key: the one that lost the
+            # insert takes the winner's row (it used to fail its startup and exit).
+            existing = await self.lookup(plaintext, cache=False)
+            if existing is None:
+                raise
+            return existing
         return rec
 
     async def lookup(self, plaintext: str, *, cache: bool = True) -> KeyRecord | None:

@@ -1,0 +1,23 @@
+"""Seeding the admin key when another replica seeds it at the same moment."""
+
+from __future__ import annotations
+
+from infernet.control.store import Store
+
+
+async def test_ensure_takes_the_row_another_replica_inserted_first(tmp_path):
+    store = await Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        first = await store.keys.ensure("inf-admin-" + "1" * 20, "admin", "admin")
+        real = store.keys.lookup
+        calls = []
+
+        async def raced(plaintext, *, cache=True):  # our look-up ran before the other's insert
+            calls.append(plaintext)
+            return None if len(calls) == 1 else await real(plaintext, cache=cache)
+
+        store.keys.lookup = raced
+        again = await store.keys.ensure("inf-admin-" + "1" * 20, "admin", "admin")
+        assert again.id == first.id and len(calls) == 2
+    finally:
+        await store.close()
