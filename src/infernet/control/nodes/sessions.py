@@ -162,6 +162,7 @@ class NodeSessions:
         self.nodes: dict[str, NodeConn] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         bus.serve(self)
+        bus.watch(self._on_fleet)
 
     # -- the slot authority and the outbound frames ---------------------------------------
 
@@ -274,6 +275,23 @@ class NodeSessions:
             del self.nodes[conn.id]
         jobs, conn.active = conn.active, set()
         self.bus.announce(NodeGone(conn.id, conn.session.hex(), reason, busy=bool(jobs)))
+
+    def _on_fleet(self, msg: Any) -> None:
+        """A node of ours that said hello to another replica has left us, whatever our socket
+        still thinks: across a partition no close reaches us, and the reaper would count it
+        online here for `missed_heartbeats` intervals more. Let it go now; its row is the
+        other replica's to write, so it is not marked offline."""
+        if not isinstance(msg, NodeSeen) or msg.info.replica == self.bus.replica:
+            return
+        conn = self.nodes.get(msg.info.node_id)
+        if conn is not None and msg.info.session != conn.session.hex():
+            log.info("node %s reconnected to replica %s; letting go of its old socket here", conn.id[:12], msg.info.replica)
+            self._drop(conn, "node reconnected to another replica")
+            self._spawn(self._let_go(conn))
+
+    async def _let_go(self, conn: NodeConn) -> None:
+        with contextlib.suppress(Exception):
+            await conn.ws.close(code=4409, reason="reconnected to another replica")
 
     # -- the reaper -----------------------------------------------------------------------
 
