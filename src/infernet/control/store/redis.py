@@ -13,11 +13,19 @@ import redis.asyncio as aioredis
 from infernet.control.store.rates import RateCount, wait_for
 
 
+POOL_WAIT_S = 10.0  # a call waits this long for a free connection before it fails
+
+
 def connect(url: str, *, max_connections: int = 32) -> tuple[Any, str]:
     """A client and the key prefix: `redis://host:6379/0#name` namespaces every key under
-    `name` (default `infernet`), so several networks (or tests) can share one Redis."""
+    `name` (default `infernet`), so several networks (or tests) can share one Redis.
+
+    The pool blocks: a call beyond `max_connections` at once waits for a connection instead
+    of failing. (redis-py's default pool raises `MaxConnectionsError`: a burst of nodes
+    reconnecting to a replica had their upgrades fail in its nonce check, a 500 each.)"""
     url, _, name = url.partition("#")
-    return aioredis.Redis.from_url(url, max_connections=max_connections), name or "infernet"
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=POOL_WAIT_S)
+    return aioredis.Redis(connection_pool=pool), name or "infernet"
 
 # Sliding window over two fixed minutes: this minute's count plus the previous minute's,
 # weighted by how much of it is still inside the last 60 s. A request over the limit takes
