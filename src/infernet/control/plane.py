@@ -114,7 +114,7 @@ class ControlPlane:
         while True:
             await asyncio.sleep(min(1.0, s.heartbeat_s / 2))
             self.sessions.reap()
-            self.placement.tick()
+            self.placement.tick(min(1.0, s.heartbeat_s / 2))
             self.sample()
             now = time.monotonic()
             if now >= next_renew:  # our jobs' leases, one statement for all of them
