@@ -474,7 +474,17 @@ def main() -> None:
     ap.add_argument("--connect-at-once", type=int, default=100, help="connects in flight per simulator process")
     ap.add_argument("--connect-timeout", type=float, default=600)
     ap.add_argument("--settle-timeout", type=float, default=300)
-    asyncio.run(run(ap.parse_args()))
+    args = ap.parse_args()
+
+    async def interruptible() -> None:
+        # SIGTERM (a `timeout`, a CI runner) cancels the run, so its finally tears the cluster
+        # down: the replicas, the simulators, the database and the Redis keys.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await run(args)
+
+    asyncio.run(interruptible())
 
 
 if __name__ == "__main__":

@@ -161,6 +161,13 @@ class NodeSessions:
         self.missed_heartbeats = missed_heartbeats
         self.nodes: dict[str, NodeConn] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The registry (the nodes table) is written behind the hellos, many nodes a statement:
+        # a hello that waited on the database stalled its session (no frame read, so the
+        # reaper dropped it) and a fleet reconnecting at once ran the pool dry (bench/fleet.py).
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._rows_wake = asyncio.Event()
+        self._rows_lock = asyncio.Lock()
+        self._rows_task: asyncio.Task[None] | None = None
         bus.serve(self)
         bus.watch(self._on_fleet)
 
@@ -212,7 +219,7 @@ class NodeSessions:
                 self._drop(old, "node reconnected")
             self.nodes[conn.id] = conn
             self.bus.announce(NodeSeen(conn.info()))
-            await self._register(conn, status="online")
+            self._register(conn)
             log.info("node %s online: %s on %s, tier %s", conn.id[:12], sorted(m.name for m in first.models), first.backend, conn.tier)
             if conn.tier != first.tier:
                 log.warning("node %s claims tier %s but its hardware report reaches only %s", conn.id[:12], first.tier, conn.tier)
@@ -236,16 +243,46 @@ class NodeSessions:
             if conn is not None and self.nodes.get(conn.id) is conn:
                 self._drop(conn, "node disconnected")
                 try:
+                    await self.flush_registry()  # its online row first, so offline is the last word
                     await self.store.nodes.set_status(conn.id, "offline")
                 except Exception:
                     log.exception("could not mark node offline")
 
-    async def _register(self, conn: NodeConn, **fields: Any) -> None:
+    def _register(self, conn: NodeConn) -> None:
+        """Queue the node's row (online, as it advertises itself now) for the registry writer."""
         h = conn.hello
-        await self.store.nodes.upsert(
-            conn.id, name=h.name, backend=h.backend, tier=conn.tier, models=[msgspec.to_builtins(m) for m in h.models],
-            capacity=conn.capacity, hardware=h.hardware, **fields,
-        )
+        self._rows[conn.id] = {
+            "id": conn.id, "name": h.name, "backend": h.backend, "tier": conn.tier, "models": [msgspec.to_builtins(m) for m in h.models],
+            "capacity": conn.capacity, "hardware": h.hardware, "status": "online",
+        }
+        self._rows_wake.set()
+        if self._rows_task is None:
+            self._rows_task = asyncio.create_task(self._write_registry())
+
+    async def _write_registry(self) -> None:
+        while True:
+            await self._rows_wake.wait()
+            self._rows_wake.clear()
+            try:
+                await self.flush_registry()
+            except Exception:  # the store is busy or away: what is queued waits for the next round
+                log.exception("could not write the node registry; retrying")
+                await asyncio.sleep(1.0)
+                self._rows_wake.set()
+
+    async def flush_registry(self, batch: int = 500) -> None:
+        """Write the rows queued so far, `batch` nodes a statement. Readers of the registry
+        (the node list) call it first, so a node online here is listed."""
+        async with self._rows_lock:
+            while self._rows:
+                ids = list(self._rows)[:batch]
+                rows = [self._rows.pop(i) for i in ids]
+                try:
+                    await self.store.nodes.upsert_many(rows)
+                except Exception:
+                    for r in rows:  # a newer row for the node, queued meanwhile, wins
+                        self._rows.setdefault(r["id"], r)
+                    raise
 
     def _on_frame(self, conn: NodeConn, frame: Any) -> None:
         if isinstance(frame, (Tokens, Accept, Done, Fail)):
@@ -259,7 +296,7 @@ class NodeSessions:
             if frame.models is not None:  # a pull, a removal or an engine restart on the node
                 conn.hello = msgspec.structs.replace(conn.hello, models=frame.models)
                 changed = True
-                self._spawn(self._register(conn))
+                self._register(conn)
             if frame.capacity is not None and max(1, frame.capacity) != conn.capacity:
                 # A learned limit moves often: live state for the fleet, not a row to rewrite.
                 conn.capacity = max(1, frame.capacity)
@@ -310,6 +347,7 @@ class NodeSessions:
             await conn.ws.close(code=4408, reason="heartbeat timeout")
         except Exception:
             pass
+        await self.flush_registry()
         await self.store.nodes.set_status(conn.id, "offline")
 
     def _spawn(self, coro: Any) -> None:
@@ -318,6 +356,14 @@ class NodeSessions:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
+        if self._rows_task is not None:
+            self._rows_task.cancel()
+            await asyncio.gather(self._rows_task, return_exceptions=True)
+            self._rows_task = None
+        try:
+            await self.flush_registry()
+        except Exception:
+            log.exception("could not write the node registry on the way out")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
