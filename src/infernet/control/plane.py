@@ -57,6 +57,7 @@ class ControlPlane:
         self.driver = Driver(store, self.bus, self.placement, self.health, s, billing=billing, metrics=self.metrics)
         self._maintenance: asyncio.Task[None] | None = None
         self._lock: Any = None
+        self.draining = False  # see `drain`
 
     @classmethod
     async def open(
@@ -135,6 +136,24 @@ class ControlPlane:
             if now >= next_write:
                 next_write = now + s.last_seen_write_s
                 written = await self._write_last_seen(written)
+
+    async def drain(self, grace_s: float = 30.0) -> bool:
+        """Go away gracefully (SIGTERM on `infernet control-plane serve`): `/healthz` answers
+        503 so a load balancer stops sending here; this replica's nodes take no new job and
+        are sent to their next control-plane URL once their jobs end; the jobs driven here run
+        to their end. Returns True when everything ended within `grace_s`; else the nodes still
+        busy are sent away (their jobs follow the fault rules) and the rest is left to
+        shutdown: jobs still open keep their lease until it runs out, then another replica's
+        sweep takes them over."""
+        self.draining = True
+        self.sessions.drain()
+        deadline = time.monotonic() + grace_s
+        while (self.driver.jobs or self.sessions.nodes) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        clean = not self.driver.jobs and not self.sessions.nodes
+        self.sessions.send_all_away()
+        await self.driver.settled()  # the ended jobs' final rows and settlements are committed
+        return clean
 
     def sample(self) -> None:
         fleet = ((c.hello.tier, vendor_of(c.hello.hardware)) for c in self.sessions.nodes.values())

@@ -168,6 +168,7 @@ class NodeSessions:
         self._rows_wake = asyncio.Event()
         self._rows_lock = asyncio.Lock()
         self._rows_task: asyncio.Task[None] | None = None
+        self.draining = False  # see `drain`
         bus.serve(self)
         bus.watch(self._on_fleet)
 
@@ -179,13 +180,15 @@ class NodeSessions:
             return False
         match msg:
             case Reserve(job_id=job_id):
-                if len(conn.active) >= conn.capacity:
+                if len(conn.active) >= conn.capacity or self.draining:
                     return False
                 conn.active.add(job_id)
             case Release(job_id=job_id):
                 if job_id not in conn.active:
                     return False
                 conn.active.discard(job_id)
+                if self.draining and not conn.active:
+                    self._send_away(conn)
             case Dispatch(job=job):
                 return job.job_id in conn.active and await conn.send(job)
             case Cancel(job_id=job_id):
@@ -196,6 +199,9 @@ class NodeSessions:
     # -- one node's socket ----------------------------------------------------------------
 
     async def serve(self, ws: WebSocket) -> None:
+        if self.draining:  # going away: the node tries its next control-plane URL
+            await ws.close(code=1013, reason="this replica is draining")
+            return
         try:
             signed = await check_signed(self.store.nonces, ws.headers.get(auth.AUTH_HEADER), "GET", ws.url)
         except auth.AuthError as exc:
@@ -329,6 +335,31 @@ class NodeSessions:
     async def _let_go(self, conn: NodeConn) -> None:
         with contextlib.suppress(Exception):
             await conn.ws.close(code=4409, reason="reconnected to another replica")
+
+    # -- draining -------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """This replica is going away: no new slot on its nodes (other replicas place
+        elsewhere), no new node, and each node is sent away (close 1012, "service restart":
+        the daemon connects to its next URL at once) as soon as it holds no job; idle ones now."""
+        self.draining = True
+        for conn in list(self.nodes.values()):
+            if not conn.active:
+                self._send_away(conn)
+
+    def send_all_away(self) -> None:
+        """The drain's deadline: the nodes still busy go too (their jobs follow the fault rules)."""
+        for conn in list(self.nodes.values()):
+            self._send_away(conn)
+
+    def _send_away(self, conn: NodeConn) -> None:
+        self._drop(conn, "its control plane replica is draining")
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=1012, reason="this replica is draining")
+
+        self._spawn(close())
 
     # -- the reaper -----------------------------------------------------------------------
 
