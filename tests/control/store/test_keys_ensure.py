@@ -21,3 +21,25 @@ async def test_ensure_takes_the_row_another_replica_inserted_first(tmp_path):
         assert again.id == first.id and len(calls) == 2
     finally:
         await store.close()
+
+
+async def test_concurrent_lookups_of_one_key_ask_the_database_once(tmp_path):
+    import asyncio
+
+    store = await Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        rec, plaintext = await store.keys.create("k")
+        store.keys.forget()
+        asked = []
+        real = store.keys._query
+
+        async def query(digest, now):
+            asked.append(digest)
+            await asyncio.sleep(0.05)  # a slow database: every request arrives meanwhile
+            return await real(digest, now)
+
+        store.keys._query = query
+        got = await asyncio.gather(*(store.keys.lookup(plaintext) for _ in range(200)))
+        assert {g.id for g in got} == {rec.id} and len(asked) == 1
+    finally:
+        await store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -51,6 +52,9 @@ class KeyRepo:
     def __init__(self, engine: Any) -> None:
         self._engine = engine
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        # One query per key at a time: a thousand requests arriving on one key with the cache
+        # cold asked the database a thousand times and ran the pool dry (bench/fleet.py).
+        self._asking: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def create(self, name: str = "", role: str = "client", plaintext: str | None = None) -> tuple[KeyRecord, str]:
         plaintext = plaintext or new_api_key()
@@ -80,6 +84,15 @@ class KeyRepo:
         now = time.monotonic()
         if cache and (hit := self._cache.get(digest)) and hit[0] > now:
             return hit[1]
+        if not cache:
+            return await self._query(digest, now)
+        asking = self._asking.get(digest)
+        if asking is None:  # the query runs as its own task: a caller cancelled never cancels it for the others
+            asking = self._asking[digest] = asyncio.ensure_future(self._query(digest, now))
+            asking.add_done_callback(lambda _t: self._asking.pop(digest, None))
+        return await asyncio.shield(asking)
+
+    async def _query(self, digest: str, now: float) -> KeyRecord | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))).first()
         rec = _record(row) if row is not None and row.revoked_at is None else None
