@@ -121,6 +121,8 @@ class RedisBus:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._forget: Any = None
+        self._mine: dict[str, NodeInfo] = {}  # the nodes whose sockets this replica holds
+        self._beaten = False
         self.sent = 0  # messages that crossed Redis, for the round-trip figures
         self.received = 0
 
@@ -229,9 +231,16 @@ class RedisBus:
     def _deliver_fleet(self, msg: FleetDelta) -> None:
         if isinstance(msg, NodeSeen):
             self._owner[msg.info.node_id] = (msg.info.replica, msg.info.session)
+            if msg.info.replica == self._replica:
+                self._mine[msg.info.node_id] = msg.info
+            else:
+                self._mine.pop(msg.info.node_id, None)
         elif isinstance(msg, NodeGone):
             if self._owner.get(msg.node_id, ("", ""))[1] == msg.session:
                 del self._owner[msg.node_id]
+            mine = self._mine.get(msg.node_id)
+            if mine is not None and mine.session == msg.session:
+                del self._mine[msg.node_id]
         for handler in self._fleet:
             try:
                 handler(msg)
@@ -335,7 +344,15 @@ class RedisBus:
     # -- who is alive -----------------------------------------------------------------------
 
     async def _beat(self) -> None:
-        await self._r.set(self._k("replica", self._replica), str(time.time()), px=int(ALIVE_S * 1000))
+        was = await self._r.set(self._k("replica", self._replica), str(time.time()), px=int(ALIVE_S * 1000), get=True)
+        if was is None and self._beaten and self._mine:
+            # Our key ran out (the loop stalled past ALIVE_S, or Redis was away): the others
+            # took us for gone and dropped our nodes from their views and the nodes hash. We
+            # are back, and so are they: say so, or the fleet would route around them for good.
+            log.warning("this replica was taken for gone (no beat for %g s); announcing its %d nodes again", ALIVE_S, len(self._mine))
+            for info in list(self._mine.values()):
+                self.announce(NodeSeen(info))
+        self._beaten = True
 
     async def _alive(self) -> set[str]:
         members = [m.decode() for m in await self._r.smembers(self._k("replicas"))]
