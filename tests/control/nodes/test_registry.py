@@ -37,8 +37,17 @@ class Repo:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
+        self.offline: list[list[str]] = []
+        self.rows: list[dict] = []
+
     async def upsert_many(self, rows: list[dict]) -> None:
-        self.calls.append(len(rows))
+        if rows:
+            self.calls.append(len(rows))
+            self.rows += rows
+
+    async def set_offline(self, node_ids: list[str]) -> None:
+        if node_ids:
+            self.offline.append(node_ids)
 
 
 class Store:
@@ -53,4 +62,21 @@ async def test_a_burst_of_hellos_is_registered_500_nodes_a_statement():
         sessions._register(conn(f"{i:064x}", b"\x01" * 16, "r-a"))
     await sessions.flush_registry()
     assert store.nodes.calls == [500, 500, 200]
+    await sessions.aclose()
+
+
+async def test_a_burst_of_disconnects_is_one_statement_and_the_last_state_of_a_node_wins():
+    store = Store()
+    sessions = NodeSessions(store, LocalBus("r-a"))  # type: ignore[arg-type]
+    for i in range(300):
+        sessions._mark_offline(f"{i:064x}")  # registered long ago; they all drop at once
+    late = conn("f" * 64, b"\x01" * 16, "r-a")
+    sessions._register(late)
+    sessions._mark_offline(late.id)  # online and gone again before the writer got to it
+    back = conn("e" * 64, b"\x01" * 16, "r-a")
+    sessions._mark_offline(back.id)
+    sessions._register(back)  # gone, then back
+    await sessions.flush_registry()
+    assert [len(b) for b in store.nodes.offline] == [300]
+    assert {r["id"]: r["status"] for r in store.nodes.rows} == {late.id: "offline", back.id: "online"}
     await sessions.aclose()

@@ -59,6 +59,7 @@ from infernet.protocol.messages import Cancel as CancelFrame
 log = logging.getLogger("infernet.control")
 
 CONNECT_PATH = "/api/v1/nodes/connect"
+OFFLINE = "offline"  # a queued registry change: the node's row, marked offline
 HELLO_TIMEOUT_S = 10.0  # an authenticated socket that says nothing is closed
 
 
@@ -164,7 +165,7 @@ class NodeSessions:
         # The registry (the nodes table) is written behind the hellos, many nodes a statement:
         # a hello that waited on the database stalled its session (no frame read, so the
         # reaper dropped it) and a fleet reconnecting at once ran the pool dry (bench/fleet.py).
-        self._rows: dict[str, dict[str, Any]] = {}
+        self._rows: dict[str, dict[str, Any] | str] = {}  # node -> its row, or OFFLINE
         self._rows_wake = asyncio.Event()
         self._rows_lock = asyncio.Lock()
         self._rows_task: asyncio.Task[None] | None = None
@@ -248,19 +249,24 @@ class NodeSessions:
         finally:
             if conn is not None and self.nodes.get(conn.id) is conn:
                 self._drop(conn, "node disconnected")
-                try:
-                    await self.flush_registry()  # its online row first, so offline is the last word
-                    await self.store.nodes.set_status(conn.id, "offline")
-                except Exception:
-                    log.exception("could not mark node offline")
+                self._mark_offline(conn.id)
 
     def _register(self, conn: NodeConn) -> None:
         """Queue the node's row (online, as it advertises itself now) for the registry writer."""
         h = conn.hello
-        self._rows[conn.id] = {
+        self._queue_row(conn.id, {
             "id": conn.id, "name": h.name, "backend": h.backend, "tier": conn.tier, "models": [msgspec.to_builtins(m) for m in h.models],
             "capacity": conn.capacity, "hardware": h.hardware, "status": "online",
-        }
+        })
+
+    def _mark_offline(self, node_id: str) -> None:
+        """Queue the node's going offline; a row not written yet is written offline. (A
+        statement per disconnect ran the pool dry when thousands of nodes dropped at once.)"""
+        row = self._rows.get(node_id)
+        self._queue_row(node_id, {**row, "status": "offline"} if isinstance(row, dict) else OFFLINE)
+
+    def _queue_row(self, node_id: str, row: dict[str, Any] | str) -> None:
+        self._rows[node_id] = row  # the latest state of a node wins
         self._rows_wake.set()
         if self._rows_task is None:
             self._rows_task = asyncio.create_task(self._write_registry())
@@ -281,13 +287,13 @@ class NodeSessions:
         (the node list) call it first, so a node online here is listed."""
         async with self._rows_lock:
             while self._rows:
-                ids = list(self._rows)[:batch]
-                rows = [self._rows.pop(i) for i in ids]
+                taken = {i: self._rows.pop(i) for i in list(self._rows)[:batch]}
                 try:
-                    await self.store.nodes.upsert_many(rows)
+                    await self.store.nodes.upsert_many([r for r in taken.values() if isinstance(r, dict)])
+                    await self.store.nodes.set_offline([i for i, r in taken.items() if r is OFFLINE])
                 except Exception:
-                    for r in rows:  # a newer row for the node, queued meanwhile, wins
-                        self._rows.setdefault(r["id"], r)
+                    for i, r in taken.items():  # a newer state of the node, queued meanwhile, wins
+                        self._rows.setdefault(i, r)
                     raise
 
     def _on_frame(self, conn: NodeConn, frame: Any) -> None:
@@ -378,8 +384,7 @@ class NodeSessions:
             await conn.ws.close(code=4408, reason="heartbeat timeout")
         except Exception:
             pass
-        await self.flush_registry()
-        await self.store.nodes.set_status(conn.id, "offline")
+        self._mark_offline(conn.id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -27,6 +27,13 @@ class NodeRepo:
             update = {c: stmt.excluded[c] for c in values[0] if c not in ("id", "first_seen")}
             await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
 
+    async def set_offline(self, node_ids: list[str]) -> None:
+        """Mark nodes offline, in one statement."""
+        if not node_ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(nodes.update().where(nodes.c.id.in_(node_ids)).values(status="offline", last_seen=time.time()))
+
     async def set_status(self, node_id: str, status: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(nodes.update().where(nodes.c.id == node_id).values(status=status, last_seen=time.time()))
