@@ -376,10 +376,11 @@ class RedisBus:
                 log.exception("could not reach Redis to check the replicas")
                 continue
             alive.add(self._replica)
-            for node_id, (replica, session) in list(self._owner.items()):
-                if replica not in alive:
-                    log.warning("replica %s went away: its node %s is gone", replica, node_id[:12])
-                    self._deliver_fleet(NodeGone(node_id, session, f"its control plane replica {replica} went away", busy=True))
-                    with contextlib.suppress(aioredis.RedisError, OSError):
-                        await self._forget(keys=[self._k("nodes"), self._k("owners")], args=[node_id, replica + "/" + session])
+            lost = [(n, r, s) for n, (r, s) in self._owner.items() if r not in alive]
+            for replica in sorted({r for _, r, _ in lost}):  # a line a replica, not one a node
+                log.warning("replica %s went away: its %d nodes are gone", replica, sum(r == replica for _, r, _ in lost))
+            for node_id, replica, session in lost:
+                self._deliver_fleet(NodeGone(node_id, session, f"its control plane replica {replica} went away", busy=True))
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await self._forget(keys=[self._k("nodes"), self._k("owners")], args=[node_id, replica + "/" + session])
 
