@@ -43,3 +43,28 @@ async def test_concurrent_lookups_of_one_key_ask_the_database_once(tmp_path):
         assert {g.id for g in got} == {rec.id} and len(asked) == 1
     finally:
         await store.close()
+
+
+async def test_concurrent_admissions_on_one_key_read_its_limits_once(tmp_path):
+    import asyncio
+
+    from infernet.control.money.billing import Billing
+    from infernet.protocol import keys
+
+    store = await Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        rec, _ = await store.keys.create("k")
+        billing = Billing(store, keys.Identity.generate())
+        reads = []
+        real = store.keys.get
+
+        async def get(key_id):
+            reads.append(key_id)
+            await asyncio.sleep(0.05)
+            return await real(key_id)
+
+        store.keys.get = get
+        got = await asyncio.gather(*(billing._key(rec.id) for _ in range(200)))
+        assert len(set(got)) == 1 and reads == [rec.id]
+    finally:
+        await store.close()
