@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,7 @@ async def streams(cluster: Cluster, m: int, words: int) -> dict[str, float]:
     """`m` streams open at once, spread over the replicas: how many got their first token,
     the replicas' RSS with all of them open, how many ended in [DONE]."""
     first = asyncio.Event()
+    failures: Counter[str] = Counter()
     opened = 0
     done = 0
     peak_rss = 0
@@ -327,15 +329,21 @@ async def streams(cluster: Cluster, m: int, words: int) -> dict[str, float]:
             nonlocal opened, done
             body = {"model": MODEL, "messages": [{"role": "user", "content": f"stream {i}"}], "max_tokens": words, "stream": True}
             counted = False
-            with contextlib.suppress(httpx.HTTPError):
+            try:
                 async with http.stream("POST", cluster.urls[i % len(cluster.urls)] + "/v1/chat/completions", json=body) as r:
+                    if r.status_code != 200:
+                        failures[f"http {r.status_code}"] += 1
                     async for line in r.aiter_lines():
+                        if '"error"' in line:
+                            failures["error event"] += 1
                         if not counted and '"content"' in line:
                             counted, opened = True, opened + 1
                             if opened == m:
                                 first.set()
                         if line == "data: [DONE]":
                             done += 1
+            except httpx.HTTPError as exc:
+                failures[type(exc).__name__] += 1
 
         tasks = [asyncio.create_task(one(i)) for i in range(m)]
         started = time.monotonic()
@@ -344,7 +352,7 @@ async def streams(cluster: Cluster, m: int, words: int) -> dict[str, float]:
         open_s = time.monotonic() - started
         peak_rss = sum(rss_kb(p.pid) for p in cluster.procs)
         await asyncio.gather(*tasks)
-    return {"opened": opened, "done": done, "open_s": open_s, "rss_kb": peak_rss}
+    return {"opened": opened, "done": done, "open_s": open_s, "rss_kb": peak_rss, "failures": ", ".join(f"{k} {v}" for k, v in failures.most_common()) or "none"}
 
 
 def routing(n: int, picks: int = 20_000) -> dict[str, float]:
@@ -441,7 +449,7 @@ async def run(a: argparse.Namespace) -> None:
             ("heartbeat CPU per node (CPU s / node / s)", f"{rest['cpu_s'] / a.nodes / rest['seconds'] * 1e6:.1f} µs/s"),
             ("PostgreSQL at rest: commits, rows written", f"{rest['pg_commits_per_s']:.1f}/s, {rest['pg_rows_per_s']:.1f}/s"),
             ("Redis at rest: commands, writes (whole server)", f"{rest['redis_cmds_per_s']:.1f}/s, {rest['redis_writes_per_s']:.1f}/s ({rest['redis_top']})"),
-            ("streams: open at once, ended [DONE]", f"{st['opened']}/{a.streams} in {st['open_s']:.1f} s, {st['done']}"),
+            ("streams: open at once, ended [DONE]", f"{st['opened']}/{a.streams} in {st['open_s']:.1f} s, {st['done']} (failed: {st['failures']})"),
             ("replica RSS with the streams open (sum)", f"{st['rss_kb'] / 1024:.0f} MiB (+{(st['rss_kb'] - sum(rss1)) / max(1, a.streams):.0f} KiB/stream)"),
             ("settle after SIGKILL of a replica", f"{settle_s:.1f} s ({before[0]} nodes moved)"),
         ]

@@ -170,6 +170,7 @@ class NodeSessions:
         self._rows_lock = asyncio.Lock()
         self._rows_task: asyncio.Task[None] | None = None
         self.draining = False  # see `drain`
+        self._reaped_at = time.monotonic()
         bus.serve(self)
         bus.watch(self._on_fleet)
 
@@ -370,14 +371,25 @@ class NodeSessions:
     # -- the reaper -----------------------------------------------------------------------
 
     def reap(self) -> None:
-        """Drop nodes that stopped heartbeating; their jobs follow the fault rules."""
+        """Drop nodes that stopped heartbeating; their jobs follow the fault rules. Called
+        every second or so: a longer gap means this replica's own loop stalled, and the
+        nodes' frames waited unread in their sockets; the stall is not counted against them
+        (a replica stalled by a burst of 1,000 streams on 2 cores dropped 3,480 healthy nodes
+        at once, bench/fleet.py)."""
         limit = self.heartbeat_s * self.missed_heartbeats
         now = time.monotonic()
-        for conn in list(self.nodes.values()):
-            if now - conn.last_seen > limit:
-                log.warning("node %s missed %d heartbeats; dropping it", conn.id[:12], self.missed_heartbeats)
-                self._drop(conn, HEARTBEAT_LOST)
-                self._spawn(self._close(conn))
+        stalled, self._reaped_at = now - self._reaped_at, now
+        if stalled > self.heartbeat_s:
+            log.warning("this replica's loop stalled for %.1f s; its nodes are given that long again", stalled)
+            for conn in self.nodes.values():
+                conn.last_seen = min(now, conn.last_seen + stalled)
+            return
+        silent = [c for c in self.nodes.values() if now - c.last_seen > limit]
+        if silent:
+            log.warning("%d nodes missed %d heartbeats; dropping them: %s", len(silent), self.missed_heartbeats, ", ".join(c.id[:12] for c in silent[:5]))
+        for conn in silent:
+            self._drop(conn, HEARTBEAT_LOST)
+            self._spawn(self._close(conn))
 
     async def _close(self, conn: NodeConn) -> None:
         try:
