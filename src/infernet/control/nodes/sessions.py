@@ -372,15 +372,16 @@ class NodeSessions:
 
     def reap(self) -> None:
         """Drop nodes that stopped heartbeating; their jobs follow the fault rules. Called
-        every second or so: a longer gap means this replica's own loop stalled, and the
-        nodes' frames waited unread in their sockets; the stall is not counted against them
+        every second or so: a longer gap means this replica stalled (its loop, or the
+        maintenance round waiting on the database), and the nodes' frames may have waited
+        unread in their sockets; the stall is not counted against them
         (a replica stalled by a burst of 1,000 streams on 2 cores dropped 3,480 healthy nodes
         at once, bench/fleet.py)."""
         limit = self.heartbeat_s * self.missed_heartbeats
         now = time.monotonic()
         stalled, self._reaped_at = now - self._reaped_at, now
         if stalled > self.heartbeat_s:
-            log.warning("this replica's loop stalled for %.1f s; its nodes are given that long again", stalled)
+            log.warning("the reaper ran %.1f s late (this replica's loop, or its maintenance waiting on the database, was stalled); its nodes are given that long again", stalled)
             for conn in self.nodes.values():
                 conn.last_seen = min(now, conn.last_seen + stalled)
             return
