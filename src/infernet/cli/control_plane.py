@@ -54,6 +54,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", "-p", envvar="INFERNET_PORT", help="Port to listen on.")] = 8787,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", envvar="INFERNET_HOME", help="Where the platform key lives (copy the same platform_key.json to every replica).")] = None,
     db_pool: Annotated[int, typer.Option("--db-pool", min=1, max=200, help="Database connections of this replica (and as many again in a burst).")] = 10,
+    drain_s: Annotated[float, typer.Option("--drain-s", envvar="INFERNET_DRAIN_S", min=0, help="On SIGTERM, how long running jobs may take to end before the replica goes anyway.")] = 30.0,
     log_format: LogFormatOpt = "text",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -64,12 +65,12 @@ def serve(
     if not db.startswith(("postgresql://", "postgres://")):
         fail("a cluster replica needs PostgreSQL", "pass --db postgresql://user@host:5432/name (`infernet up` is the single-machine network)")
     try:
-        asyncio.run(_serve(db, redis, host, port, data_dir, db_pool))
+        asyncio.run(_serve(db, redis, host, port, data_dir, db_pool, drain_s))
     except KeyboardInterrupt:
         pass
 
 
-async def _serve(db: str, redis: str, host: str, port: int, data_dir: Path | None, db_pool: int) -> None:
+async def _serve(db: str, redis: str, host: str, port: int, data_dir: Path | None, db_pool: int, drain_s: float = 30.0) -> None:
     import uvicorn
 
     from infernet.control import ControlPlane, Settings, create_app
@@ -88,8 +89,23 @@ async def _serve(db: str, redis: str, host: str, port: int, data_dir: Path | Non
         fail(f"could not open {_safe(db)}: {type(exc).__name__}: {exc}", "check the URL and that the server is up")
     server = Server(server_config(create_app(cp, admin_key=os.environ.get("INFERNET_API_KEY")), host, port, timeout_graceful_shutdown=5))
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # draining: stop taking requests, finish what runs
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    draining: list[asyncio.Task[None]] = []
+
+    async def drain() -> None:
+        console.print(f"draining (up to {drain_s:g} s): nodes sent to their other replicas as their jobs end; signal again to stop now", highlight=False)
+        clean = await cp.drain(drain_s)
+        if not clean:
+            console.print("drain deadline reached: the jobs still open are left to the other replicas (their leases run out)", highlight=False)
+        server.should_exit = True
+
+    def on_signal() -> None:
+        if draining:  # a second signal: stop now
+            server.should_exit = server.force_exit = True
+            return
+        draining.append(loop.create_task(drain()))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     console.print(f"replica {cp.bus.replica} serving on http://{host}:{port} (database {_safe(db)}, Redis {_safe(redis)})", highlight=False)
     await server.serve()
 

@@ -58,6 +58,7 @@ class ControlPlane:
         self._maintenance: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
         self._lock: Any = None
+        self.draining = False  # see `drain`
 
     @classmethod
     async def open(
@@ -116,7 +117,7 @@ class ControlPlane:
         while True:
             await asyncio.sleep(min(1.0, s.heartbeat_s / 2))
             self.sessions.reap()
-            self.placement.tick()
+            self.placement.tick(min(1.0, s.heartbeat_s / 2))
             self.sample()
             now = time.monotonic()
             if now >= next_sweep and not self.alone:
@@ -149,6 +150,24 @@ class ControlPlane:
             if now - last > lease * 2 / 3:  # one more such delay and other replicas take our jobs
                 log.warning("job leases renewed %.1f s after the last renewal (the lease is %g s): this replica's loop or its database is overloaded", now - last, lease)
             last = now
+
+    async def drain(self, grace_s: float = 30.0) -> bool:
+        """Go away gracefully (SIGTERM on `infernet control-plane serve`): `/healthz` answers
+        503 so a load balancer stops sending here; this replica's nodes take no new job and
+        are sent to their next control-plane URL once their jobs end; the jobs driven here run
+        to their end. Returns True when everything ended within `grace_s`; else the nodes still
+        busy are sent away (their jobs follow the fault rules) and the rest is left to
+        shutdown: jobs still open keep their lease until it runs out, then another replica's
+        sweep takes them over."""
+        self.draining = True
+        self.sessions.drain()
+        deadline = time.monotonic() + grace_s
+        while (self.driver.jobs or self.sessions.nodes) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        clean = not self.driver.jobs and not self.sessions.nodes
+        self.sessions.send_all_away()
+        await self.driver.settled()  # the ended jobs' final rows and settlements are committed
+        return clean
 
     def sample(self) -> None:
         fleet = ((c.hello.tier, vendor_of(c.hello.hardware)) for c in self.sessions.nodes.values())

@@ -48,6 +48,10 @@ from infernet.protocol.messages import (
 log = logging.getLogger("infernet.node")
 CONNECT_PATH = "/api/v1/nodes/connect"
 PING_S = 5.0
+# How long a close waits for the control plane's answer. websockets waits this long after a
+# missed pong too (its default, 10 s, doubled the time a cut-off replica took to notice), so
+# a node on a dead link moves on after PING_S + PING_S + CLOSE_S.
+CLOSE_S = 1.0
 
 
 def ws_url(control_url: str) -> str:
@@ -180,7 +184,7 @@ class Node:
         # noticed in seconds, and the node moves to another.
         async with websockets.connect(
             ws_url(url), additional_headers={auth.AUTH_HEADER: header}, max_size=2**24, open_timeout=10, compression=None,
-            ping_interval=PING_S, ping_timeout=PING_S,
+            ping_interval=PING_S, ping_timeout=PING_S, close_timeout=CLOSE_S,
         ) as ws:
             welcome = control_decoder.decode(await ws.recv())
             if not isinstance(welcome, Welcome):

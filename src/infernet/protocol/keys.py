@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +101,21 @@ def sha256(data: bytes) -> bytes:
 
 
 def load_or_create(path: Path) -> Identity:
-    """The node's identity file (mode 0600), created on first use."""
+    """The identity file (mode 0600), created on first use. The first creator wins: replicas
+    started together on one shared data directory each made a platform key, and the last
+    write replaced a key another replica was already signing receipts with."""
     if path.exists():
         data = json.loads(path.read_text())
         return Identity.from_hex(data["secret"])
     ident = Identity.generate()
-    save(path, ident)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    save(tmp, ident)
+    try:
+        os.link(tmp, path)  # whole or not at all, and never over another's
+    except FileExistsError:
+        return load_or_create(path)
+    finally:
+        tmp.unlink()
     return ident
 
 

@@ -68,3 +68,20 @@ async def test_a_reconnect_elsewhere_replaces_the_old_session(redis_url):
         a.announce(NodeGone("n1", "old", "node disconnected", busy=False))  # r-a hears its old socket close
         await asyncio.sleep(0.3)
         assert await a.send(Reserve("n1", "job-1")) is True and side_b.active == {"job-1"}
+
+
+async def test_a_replica_taken_for_gone_announces_its_nodes_again_when_it_is_back(redis_url):
+    async with replica(redis_url, "r-b") as (b, _, seen_b):
+        a = RedisBus(redis_url, replica="r-a")
+        a.serve(Side())
+        await a.start()
+        a.announce(NodeSeen(node("n1", "r-a", "sess-1")))
+        await until(lambda: any(isinstance(m, NodeSeen) for m in seen_b))
+        a._tasks[3].cancel()  # r-a stalls: no beat (its other tasks still read and write)
+        await a._r.delete(a._k("replica", "r-a"))  # ... past ALIVE_S: its key ran out
+        await until(lambda: any(isinstance(m, NodeGone) for m in seen_b), timeout=10)
+        assert await b.send(Reserve("n1", "job-1")) is False  # r-b routes around n1 now
+        await a._beat()  # r-a's loop comes back
+        await until(lambda: isinstance(seen_b[-1], NodeSeen), timeout=10)
+        assert await b.send(Reserve("n1", "job-1")) is True  # n1 is back in r-b's view
+        await a.aclose()

@@ -34,7 +34,10 @@ from infernet.control.store import KeyRecord
 
 
 async def healthz(request: Request) -> Response:
-    return json({"status": "ok", "version": __version__, "nodes": len(plane(request).sessions.nodes)})
+    cp = plane(request)
+    # 503 while draining: load balancers take the replica out before it goes.
+    status = "draining" if cp.draining else "ok"
+    return json({"status": status, "version": __version__, "nodes": len(cp.sessions.nodes)}, 503 if cp.draining else 200)
 
 
 async def metrics(request: Request, key: KeyRecord) -> Response:

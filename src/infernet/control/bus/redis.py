@@ -123,6 +123,8 @@ class RedisBus:
         self._tasks: list[asyncio.Task[Any]] = []
         self._forget: Any = None
         self._closing = False
+        self._mine: dict[str, NodeInfo] = {}  # the nodes whose sockets this replica holds
+        self._beaten = False
         self.sent = 0  # messages that crossed Redis, for the round-trip figures
         self.received = 0
 
@@ -243,9 +245,16 @@ class RedisBus:
     def _deliver_fleet(self, msg: FleetDelta) -> None:
         if isinstance(msg, NodeSeen):
             self._owner[msg.info.node_id] = (msg.info.replica, msg.info.session)
+            if msg.info.replica == self._replica:
+                self._mine[msg.info.node_id] = msg.info
+            else:
+                self._mine.pop(msg.info.node_id, None)
         elif isinstance(msg, NodeGone):
             if self._owner.get(msg.node_id, ("", ""))[1] == msg.session:
                 del self._owner[msg.node_id]
+            mine = self._mine.get(msg.node_id)
+            if mine is not None and mine.session == msg.session:
+                del self._mine[msg.node_id]
         for handler in self._fleet:
             try:
                 handler(msg)
@@ -351,7 +360,15 @@ class RedisBus:
     # -- who is alive -----------------------------------------------------------------------
 
     async def _beat(self) -> None:
-        await self._r.set(self._k("replica", self._replica), str(time.time()), px=int(ALIVE_S * 1000))
+        was = await self._r.set(self._k("replica", self._replica), str(time.time()), px=int(ALIVE_S * 1000), get=True)
+        if was is None and self._beaten and self._mine:
+            # Our key ran out (the loop stalled past ALIVE_S, or Redis was away): the others
+            # took us for gone and dropped our nodes from their views and the nodes hash. We
+            # are back, and so are they: say so, or the fleet would route around them for good.
+            log.warning("this replica was taken for gone (no beat for %g s); announcing its %d nodes again", ALIVE_S, len(self._mine))
+            for info in list(self._mine.values()):
+                self.announce(NodeSeen(info))
+        self._beaten = True
 
     async def _alive(self) -> set[str]:
         members = [m.decode() for m in await self._r.smembers(self._k("replicas"))]
@@ -375,10 +392,11 @@ class RedisBus:
                 log.exception("could not reach Redis to check the replicas")
                 continue
             alive.add(self._replica)
-            for node_id, (replica, session) in list(self._owner.items()):
-                if replica not in alive:
-                    log.warning("replica %s went away: its node %s is gone", replica, node_id[:12])
-                    self._deliver_fleet(NodeGone(node_id, session, f"its control plane replica {replica} went away", busy=True))
-                    with contextlib.suppress(aioredis.RedisError, OSError):
-                        await self._forget(keys=[self._k("nodes"), self._k("owners")], args=[node_id, replica + "/" + session])
+            lost = [(n, r, s) for n, (r, s) in self._owner.items() if r not in alive]
+            for replica in sorted({r for _, r, _ in lost}):  # a line a replica, not one a node
+                log.warning("replica %s went away: its %d nodes are gone", replica, sum(r == replica for _, r, _ in lost))
+            for node_id, replica, session in lost:
+                self._deliver_fleet(NodeGone(node_id, session, f"its control plane replica {replica} went away", busy=True))
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await self._forget(keys=[self._k("nodes"), self._k("owners")], args=[node_id, replica + "/" + session])
 

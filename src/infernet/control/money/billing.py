@@ -58,6 +58,7 @@ class Billing:
         self.tokenizers = Tokenizers()
         self._table: tuple[float, pricing.PriceTable] | None = None
         self._keys: dict[str, tuple[float, bool, KeyLimits]] = {}
+        self._key_asks: dict[str, asyncio.Future[tuple[bool, KeyLimits]]] = {}  # one read per key at a time
         # Each rate-limited key's last count, for the x-ratelimit-* headers of its response.
         self.rates: dict[str, RateCount] = {}
 
@@ -223,6 +224,16 @@ class Billing:
         hit = self._keys.get(key_id)
         if hit is not None and hit[0] > now:
             return hit[1], hit[2]
+        # Requests on one key with the cache cold share one read (a thousand streams opened at
+        # once each read it twice and ran the pool dry: bench/fleet.py); its own task, so a
+        # cancelled request never cancels it for the others.
+        asking = self._key_asks.get(key_id)
+        if asking is None:
+            asking = self._key_asks[key_id] = asyncio.ensure_future(self._read_key(key_id, now))
+            asking.add_done_callback(lambda _t: self._key_asks.pop(key_id, None))
+        return await asyncio.shield(asking)
+
+    async def _read_key(self, key_id: str, now: float) -> tuple[bool, KeyLimits]:
         key = await self.store.keys.get(key_id)
         limits = await self.store.keys.limits(key_id)
         is_admin = key is not None and key.is_admin

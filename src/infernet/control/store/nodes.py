@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from infernet.control.store.engine import insert_for
 from infernet.control.store.schema import nodes
 
 
@@ -14,12 +15,24 @@ class NodeRepo:
     def __init__(self, engine: Any) -> None:
         self._engine = engine
 
-    async def upsert(self, node_id: str, **fields: Any) -> None:
+    async def upsert_many(self, rows: list[dict[str, Any]]) -> None:
+        """Register many nodes in one statement: each row (`id` and the same columns in every
+        row) is inserted, or updates the node's row but for when it was first seen."""
+        if not rows:
+            return
         now = time.time()
+        values = [{**r, "first_seen": now, "last_seen": now} for r in rows]
         async with self._engine.begin() as conn:
-            res = await conn.execute(nodes.update().where(nodes.c.id == node_id).values(last_seen=now, **fields))
-            if res.rowcount == 0:
-                await conn.execute(nodes.insert().values(id=node_id, first_seen=now, last_seen=now, **fields))
+            stmt = insert_for(conn.dialect.name)(nodes).values(values)
+            update = {c: stmt.excluded[c] for c in values[0] if c not in ("id", "first_seen")}
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update))
+
+    async def set_offline(self, node_ids: list[str]) -> None:
+        """Mark nodes offline, in one statement."""
+        if not node_ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(nodes.update().where(nodes.c.id.in_(node_ids)).values(status="offline", last_seen=time.time()))
 
     async def set_status(self, node_id: str, status: str) -> None:
         async with self._engine.begin() as conn:
