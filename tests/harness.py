@@ -145,11 +145,11 @@ class Network:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls, db_url: str | None = None, tmp: Path | None = None, settings: Settings | None = None) -> AsyncIterator[Network]:
+    async def start(cls, db_url: str | None = None, tmp: Path | None = None, settings: Settings | None = None, redis_url: str | None = None) -> AsyncIterator[Network]:
         if db_url is None:
             assert tmp is not None, "pass a db_url or a tmp path"
             db_url = f"sqlite:///{tmp / 'control.db'}"
-        cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5), data_dir=tmp)
+        cp = await ControlPlane.open(db_url, settings or Settings(heartbeat_s=0.5), data_dir=tmp, redis_url=redis_url)
         port = free_port()
         server = _Server(server_config(create_app(cp, admin_key=ADMIN_KEY), port=port, timeout_graceful_shutdown=1))
         serving = asyncio.create_task(server.serve())

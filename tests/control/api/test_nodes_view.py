@@ -48,3 +48,23 @@ async def test_v1_models_says_the_context(tmp_path):
         async with net.client() as c:
             (m,) = (await c.get("/v1/models")).json()["data"]
         assert m["id"] == "fake-model" and m["max_model_len"] == 4096 and m["nodes"] == 1
+
+
+async def test_every_replica_lists_a_node_online_wherever_its_socket_is(pg_url, redis_url, tmp_path):
+    async with Network.start(db_url=pg_url, tmp=tmp_path, redis_url=redis_url) as a, Network.start(db_url=pg_url, tmp=tmp_path, redis_url=redis_url) as b:
+        running = await a.add_node(FakeBackend(models=("m1",)))
+        node_id = running.node.identity.pubkey
+        await b.wait_for(lambda: node_id in b.cp.placement.infos, timeout=10)
+        async with b.client() as c:
+            (n,) = (await c.get("/api/v1/nodes")).json()["data"]
+            one = (await c.get(f"/api/v1/nodes/{node_id}")).json()
+        assert (n["status"], n["models"], n["replica"]) == ("online", ["m1"], a.cp.bus.replica)
+        assert one["status"] == "online" and one["capacity"] == n["capacity"] >= 1
+        async with a.client() as c:
+            (here,) = (await c.get("/api/v1/nodes")).json()["data"]
+        assert (here["status"], here["replica"]) == ("online", a.cp.bus.replica)
+        await running.kill()
+        await b.wait_for(lambda: node_id not in b.cp.placement.infos, timeout=15)
+        async with b.client() as c:
+            (n,) = (await c.get("/api/v1/nodes")).json()["data"]
+        assert n["status"] == "offline" and n["models"] == []

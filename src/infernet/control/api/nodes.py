@@ -48,6 +48,20 @@ def earnings_view(e: dict[str, int] | None) -> dict[str, Any]:
 
 
 def node_view(cp: ControlPlane, row: dict[str, Any], conn: NodeConn | None, table: PriceTable, now: float) -> dict[str, Any]:
+    """`conn`: the node's socket, when this replica holds it. A node online at another
+    replica is online too (the shared fleet view says so); what only its own replica
+    knows (its socket's times, the speed it reports) is left out."""
+    view = _view(cp, row, conn, table, now)
+    if conn is None and (info := cp.placement.infos.get(row["id"])) is not None:
+        rates = pricing.node_rates(table, row["tier"], info.price)
+        view |= {
+            "models": sorted(m.name for m in info.models), "capacity": info.capacity, "active": info.active,
+            "status": "online", "replica": info.replica, "price": {"input": rates.input, "output": rates.output, "unit": RATE_UNIT},
+        }
+    return view
+
+
+def _view(cp: ControlPlane, row: dict[str, Any], conn: NodeConn | None, table: PriceTable, now: float) -> dict[str, Any]:
     rates = pricing.node_rates(table, row["tier"], conn.hello.price if conn else None)
     rec = cp.health.reputation.of(row["id"], row["tier"])
     expected = EXPECTED_TPS.get(row["tier"], EXPECTED_TPS["cpu"])
@@ -68,7 +82,9 @@ def node_view(cp: ControlPlane, row: dict[str, Any], conn: NodeConn | None, tabl
         "measured": {"tokens_per_s": round(rec.tokens_per_s, 2), "ttft_ms": round(rec.ttft_ms, 1)},
         "expected_tps": {"low": expected[0], "high": expected[1]},
         "speed": speed_verdict(rec.tokens_per_s, expected),
+        "replica": cp.bus.replica if conn else None,
     }
+
 
 
 async def list_nodes(request: Request, key: KeyRecord) -> Response:
