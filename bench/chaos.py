@@ -71,6 +71,21 @@ def _env(home: Path | None = None, **extra: str) -> dict[str, str]:
 # -- the processes ---------------------------------------------------------------------------
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes] | None], wait_s: float) -> None:
+    """SIGTERM them all at once (so they shut down side by side), then wait for each; one
+    that outlives `wait_s` is killed."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        if proc is not None:
+            try:
+                proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 class Cluster:
     """A control plane (or `replicas` of one cluster), `nodes` node daemons and their
     engines, each a real process.
@@ -241,17 +256,7 @@ class Cluster:
             await engine.dispose()
 
     def close(self) -> None:
-        procs = [*self.nodes, *self.planes, self.engine]
-        for proc in procs:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            if proc is not None:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_processes([*self.nodes, *self.planes, self.engine], 15)
 
     async def aclose(self) -> None:
         """Stop every process; drop the cluster's database and its Redis keys."""

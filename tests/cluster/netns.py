@@ -25,7 +25,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.chaos import stop_processes
 from bench.chaos_engine import answer, parse_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,17 +261,7 @@ class Net:
     # -- taking it down ---------------------------------------------------------------------
 
     def close(self) -> None:
-        procs = [p for n in self.nodes for p in (n.node, n.relay, n.engine)] + list(self.replicas.values())
-        for proc in procs:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            if proc is not None:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_processes([p for n in self.nodes for p in (n.node, n.relay, n.engine)] + list(self.replicas.values()), 10)
         for ns in self._netns:
             sh("ip", "netns", "del", ns, check=False)
         for link in self._links:
