@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from infernet.control.store import Store
+from infernet.control.store.journal import SMALL_BATCH
 from infernet.control.store.schema import balances
 
 OPEN = ("queued", "assigned", "running")
@@ -88,7 +89,7 @@ async def test_a_late_write_never_moves_a_job_backwards(store):
 async def test_an_urgent_claim_commits_ahead_of_the_bulk_with_its_own_earlier_writes(store):
     log = Statements(store)
     jobs = store.jobs
-    for i in range(3):
+    for i in range(SMALL_BATCH + 3):
         jobs.queue_insert(**job(f"bulk{i}"))
     jobs.queue_insert(**job("claim"))
     claim = jobs.queue_transition("claim", ("queued",), "assigned", urgent=True, node_id="n1")
@@ -97,7 +98,17 @@ async def test_an_urgent_claim_commits_ahead_of_the_bulk_with_its_own_earlier_wr
     txns = [t for t in log.txns if any("jobs" in s for s in t)]
     assert len(txns) == 2 and txns[0] == ["INSERT INTO jobs"], txns  # the claim first, alone; the bulk after it
     assert (await jobs.get("claim"))["status"] == "assigned"
-    assert [(await jobs.get(f"bulk{i}"))["status"] for i in range(3)] == ["queued"] * 3
+    assert [(await jobs.get(f"bulk{i}"))["status"] for i in range(SMALL_BATCH + 3)] == ["queued"] * (SMALL_BATCH + 3)
+
+
+async def test_a_claim_in_a_small_batch_commits_with_it_in_one_transaction(store):
+    """A request's own writes (its job, its escrow hold, its claim) are one commit, not two."""
+    log = Statements(store)
+    store.jobs.queue_insert(**job("j"))
+    store.journal.submit(lambda tx: tx.execute(sa.select(1)))  # a ledger movement queued with it
+    assert await store.jobs.queue_transition("j", ("queued",), "assigned", urgent=True, node_id="n1") is True
+    await store.journal.drain()
+    assert len([t for t in log.txns if t]) == 1, log.txns
 
 
 async def test_ledger_movements_keep_their_place_in_line(store):
