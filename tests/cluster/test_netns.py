@@ -131,20 +131,28 @@ async def test_a_node_150_ms_away_streams_exactly_and_is_charged_its_usage(pg_ur
         print(f"delay by {how}; first tokens after {min(ttfts):.3f}-{max(ttfts):.3f} s")
 
 
+async def serving(net, client_urls: list[str]) -> tuple[list, list]:
+    """Two nodes on replica a, one on b (each knows both), and clients streaming through
+    `client_urls`, for a moment, before the partition."""
+    a, b = net.replica_url["a"], net.replica_url["b"]
+    await start_nodes(net, [[a, b], [a, b], [b, a]])
+
+    async def placed() -> bool:
+        return await net.online() == {"a": 2, "b": 1}
+
+    await net.until(placed, 40, "two nodes on a, one on b")
+    keys = await funded(net, 3, CREDIT)
+    clients = [Clients(url, keys) for url in client_urls]
+    for c in clients:
+        c.start()
+    await asyncio.sleep(1.5)
+    return keys, clients
+
+
 async def test_a_partitioned_replicas_nodes_move_to_the_other_within_seconds(pg_url, redis_url, tmp_path):
     async with network(pg_url, redis_url, tmp_path) as net:
         a, b = net.replica_url["a"], net.replica_url["b"]
-        await start_nodes(net, [[a, b], [a, b], [b, a]])
-
-        async def placed() -> bool:
-            return await net.online() == {"a": 2, "b": 1}
-
-        await net.until(placed, 40, "two nodes on a, one on b")
-        keys = await funded(net, 3, CREDIT)
-        clients = [Clients(b, keys), Clients(a, keys)]
-        for c in clients:
-            c.start()
-        await asyncio.sleep(1.5)
+        keys, clients = await serving(net, [b, a])
         cut = time.monotonic()
         net.partition("a")
 
@@ -174,17 +182,7 @@ async def test_a_partitioned_replicas_nodes_move_to_the_other_within_seconds(pg_
 async def test_healing_a_partition_runs_nothing_twice_and_the_books_balance(pg_url, redis_url, tmp_path):
     async with network(pg_url, redis_url, tmp_path) as net:
         a, b = net.replica_url["a"], net.replica_url["b"]
-        await start_nodes(net, [[a, b], [a, b], [b, a]])
-
-        async def placed() -> bool:
-            return await net.online() == {"a": 2, "b": 1}
-
-        await net.until(placed, 40, "two nodes on a, one on b")
-        keys = await funded(net, 3, CREDIT)
-        clients = [Clients(a, keys), Clients(b, keys)]
-        for c in clients:
-            c.start()
-        await asyncio.sleep(1.5)
+        keys, clients = await serving(net, [a, b])
         net.partition("a")
 
         async def moved() -> bool:
