@@ -19,6 +19,7 @@ implementation that tests drive directly.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -162,6 +163,38 @@ class NodeSide(Protocol):
     """Whoever holds node sockets: answers messages addressed to its nodes."""
 
     async def handle(self, msg: ToNode) -> bool: ...
+
+
+class Wiring:
+    """Who this replica's messages go to: its node sessions, the driver of each of its jobs,
+    the fleet's watchers and its driver. Both buses register handlers the same way; they
+    differ only in how a message reaches another replica."""
+
+    def __init__(self, replica: str | None = None) -> None:
+        self._replica = replica or "r-" + secrets.token_hex(6)
+        self._nodes: NodeSide | None = None
+        self._jobs: dict[str, JobHandler] = {}
+        self._fleet: list[FleetHandler] = []
+        self._driver: DriverHandler | None = None
+
+    @property
+    def replica(self) -> str:
+        return self._replica
+
+    def serve(self, nodes: NodeSide) -> None:
+        self._nodes = nodes
+
+    def follow(self, job_id: str, handler: JobHandler) -> None:
+        self._jobs[job_id] = handler
+
+    def unfollow(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def watch(self, handler: FleetHandler) -> None:
+        self._fleet.append(handler)
+
+    def drive(self, handler: DriverHandler) -> None:
+        self._driver = handler
 
 
 class Bus(Protocol):

@@ -6,32 +6,10 @@ existed. Also the in-memory bus that tests drive with a fake node side.
 
 from __future__ import annotations
 
-import secrets
-
-from infernet.control.bus.base import (
-    DriverHandler,
-    FleetDelta,
-    FleetHandler,
-    JobHandler,
-    NodeSide,
-    ToDriver,
-    ToJob,
-    ToNode,
-)
+from infernet.control.bus.base import FleetDelta, ToDriver, ToJob, ToNode, Wiring
 
 
-class LocalBus:
-    def __init__(self, replica: str | None = None) -> None:
-        self._replica = replica or "r-" + secrets.token_hex(6)
-        self._nodes: NodeSide | None = None
-        self._jobs: dict[str, JobHandler] = {}
-        self._fleet: list[FleetHandler] = []
-        self._driver: DriverHandler | None = None
-
-    @property
-    def replica(self) -> str:
-        return self._replica
-
+class LocalBus(Wiring):
     async def send(self, msg: ToNode) -> bool:
         if self._nodes is None:
             return False
@@ -49,21 +27,6 @@ class LocalBus:
     def announce(self, msg: FleetDelta) -> None:
         for handler in self._fleet:
             handler(msg)
-
-    def serve(self, nodes: NodeSide) -> None:
-        self._nodes = nodes
-
-    def follow(self, job_id: str, handler: JobHandler) -> None:
-        self._jobs[job_id] = handler
-
-    def unfollow(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
-
-    def watch(self, handler: FleetHandler) -> None:
-        self._fleet.append(handler)
-
-    def drive(self, handler: DriverHandler) -> None:
-        self._driver = handler
 
     async def start(self) -> None:
         return None

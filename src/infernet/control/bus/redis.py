@@ -42,17 +42,13 @@ from infernet.control.bus.base import (
     Cancel,
     CancelJob,
     Dispatch,
-    DriverHandler,
     FleetDelta,
-    FleetHandler,
     JobFrame,
-    JobHandler,
     Judged,
     NodeGone,
     NodeInfo,
     NodeLoad,
     NodeSeen,
-    NodeSide,
     Relay,
     Release,
     Reserve,
@@ -60,6 +56,7 @@ from infernet.control.bus.base import (
     ToJob,
     ToNode,
     Verdict,
+    Wiring,
 )
 from infernet.control.store.redis import connect
 
@@ -104,16 +101,12 @@ return 0
 """
 
 
-class RedisBus:
+class RedisBus(Wiring):
     def __init__(self, url: str, replica: str | None = None) -> None:
+        super().__init__(replica)
         self._url = url  # `#name` on it namespaces every key (store/redis.py `connect`)
         self._p = url.partition("#")[2] or "infernet"
-        self._replica = replica or "r-" + secrets.token_hex(6)
         self._r: Any = None
-        self._nodes: NodeSide | None = None
-        self._jobs: dict[str, JobHandler] = {}
-        self._fleet: list[FleetHandler] = []
-        self._driver: DriverHandler | None = None
         self._owner: dict[str, tuple[str, str]] = {}  # node -> (its replica, its session)
         self._drivers: dict[str, str] = {}  # job on a node of ours -> the replica driving it
         self._asks: dict[str, asyncio.Future[bool]] = {}
@@ -127,10 +120,6 @@ class RedisBus:
         self._beaten = False
         self.sent = 0  # messages that crossed Redis, for the round-trip figures
         self.received = 0
-
-    @property
-    def replica(self) -> str:
-        return self._replica
 
     def _k(self, *parts: str) -> str:
         return ":".join((self._p, *parts))
@@ -224,21 +213,6 @@ class RedisBus:
         elif isinstance(msg, NodeGone):
             self._stored.append(("gone", msg))
             self._wake.set()
-
-    def serve(self, nodes: NodeSide) -> None:
-        self._nodes = nodes
-
-    def follow(self, job_id: str, handler: JobHandler) -> None:
-        self._jobs[job_id] = handler
-
-    def unfollow(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
-
-    def watch(self, handler: FleetHandler) -> None:
-        self._fleet.append(handler)
-
-    def drive(self, handler: DriverHandler) -> None:
-        self._driver = handler
 
     # -- delivery ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from infernet.control.dispatch.jobs import CancelRequested, JobState, JobStatus
@@ -42,7 +42,7 @@ class LiveJob:
         self.last_frame = 0.0  # monotonic: the node's last frame for this job (stall detection)
         self.deadline = 0.0  # monotonic: when waiting for a node gives up (per attempt)
         self.metered: Any = None  # what billing made of the node's claim (money.metering.Metered)
-        self.on_delivered: Callable[[], object] | None = None  # called when a follower first takes output
+        self.on_delivered: Callable[[], Awaitable[object]] | None = None  # awaited when a follower first takes output
         self.cancel_deadline = 0.0  # monotonic: a cancelled node's grace runs out
         # The engine's own time, as the node measured it (to its first output, and in all),
         # never more than the time since the job frame went: what infernet adds is the rest.
@@ -218,12 +218,10 @@ class LiveJob:
                 last_token = next((e[0] for e in reversed(batch) if e[1] == "token"), 0)
                 if last_token > self.delivered:
                     if not self.delivered and self.on_delivered is not None:
-                        stored = self.on_delivered()
-                        if isinstance(stored, asyncio.Future):
-                            # Durable before any output leaves: a replica that takes the job
-                            # over must not run it again (a re-run's events are cut at other
-                            # places, so a re-attaching client would get words twice or not at all).
-                            await stored
+                        # Durable before any output leaves: a replica that takes the job
+                        # over must not run it again (a re-run's events are cut at other
+                        # places, so a re-attaching client would get words twice or not at all).
+                        await self.on_delivered()
                     self.delivered = max(self.delivered, last_token)  # token events come first, numbered 1..n
                 yield batch
             if self.finished.is_set() and i >= len(self.events):
