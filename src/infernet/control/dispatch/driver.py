@@ -118,14 +118,16 @@ class Driver:
                 if billed:
                     await self.billing.release(job_id)  # type: ignore[union-attr]
                 return self.jobs.get(existing["id"]), existing
-            inserted = None
+            committed = None
         else:
             # A job of the job API is answered with its id, which its client may take to any
             # replica at once (its stream, its status): the 202 waits for the row's commit.
-            inserted = self.store.jobs.queue_insert(urgent=row["origin"] == "jobs", **row)
+            urgent = row["origin"] == "jobs"
+            inserted = self.store.jobs.queue_insert(urgent=urgent, **row)
+            committed = inserted if urgent else None
         live = self.adopt(row, route, purpose=purpose, only=only, origin=row["origin"])
-        if inserted is not None and row["origin"] == "jobs":
-            await inserted
+        if committed is not None:
+            await committed
         if purpose == "client" and kind != "embedding" and self.verifier.canary_due():
             self._spawn(self.verifier.canary(model, [n.node_id for n in self.placement.serving(model)]))
         return live, None

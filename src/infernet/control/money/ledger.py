@@ -78,6 +78,14 @@ def _end_hold(fenced: bool, capped: bool) -> Any:
 
 
 _HOLD = sa.select(holds.c.status, holds.c.amount).where(holds.c.job_id == sa.bindparam("p_job"))
+_OWNER = sa.select(jobs.c.owner).where(jobs.c.id == sa.bindparam("p_job"))
+
+DEPOSITS = "external:deposits"
+PAYOUTS = "external:payouts"
+ESCROW = "escrow"
+FEES = "platform:fees"
+DAY_S = 86_400.0
+_BOOKS = sa.select(balances.c.balance).where(balances.c.account == ESCROW).with_for_update()
 
 
 async def _lock_books(tx: Tx) -> None:
@@ -92,14 +100,6 @@ async def _lock_books(tx: Tx) -> None:
         return
     tx.books_locked = True
     await tx.execute(_BOOKS)
-_OWNER = sa.select(jobs.c.owner).where(jobs.c.id == sa.bindparam("p_job"))
-
-DEPOSITS = "external:deposits"
-PAYOUTS = "external:payouts"
-ESCROW = "escrow"
-_BOOKS = sa.select(balances.c.balance).where(balances.c.account == ESCROW).with_for_update()
-FEES = "platform:fees"
-DAY_S = 86_400.0
 
 
 def client_account(key_id: str) -> str:
