@@ -60,7 +60,7 @@ async def test_a_burst_of_hellos_is_registered_500_nodes_a_statement():
     sessions = NodeSessions(store, LocalBus("r-a"))  # type: ignore[arg-type]
     for i in range(1200):
         sessions._register(conn(f"{i:064x}", b"\x01" * 16, "r-a"))
-    await sessions.flush_registry()
+    await sessions.registry.flush()
     assert store.nodes.calls == [500, 500, 200]
     await sessions.aclose()
 
@@ -69,14 +69,14 @@ async def test_a_burst_of_disconnects_is_one_statement_and_the_last_state_of_a_n
     store = Store()
     sessions = NodeSessions(store, LocalBus("r-a"))  # type: ignore[arg-type]
     for i in range(300):
-        sessions._mark_offline(f"{i:064x}")  # registered long ago; they all drop at once
+        sessions.registry.offline(f"{i:064x}")  # registered long ago; they all drop at once
     late = conn("f" * 64, b"\x01" * 16, "r-a")
     sessions._register(late)
-    sessions._mark_offline(late.id)  # online and gone again before the writer got to it
+    sessions.registry.offline(late.id)  # online and gone again before the writer got to it
     back = conn("e" * 64, b"\x01" * 16, "r-a")
-    sessions._mark_offline(back.id)
+    sessions.registry.offline(back.id)
     sessions._register(back)  # gone, then back
-    await sessions.flush_registry()
+    await sessions.registry.flush()
     assert [len(b) for b in store.nodes.offline] == [300]
     assert {r["id"]: r["status"] for r in store.nodes.rows} == {late.id: "offline", back.id: "online"}
     await sessions.aclose()

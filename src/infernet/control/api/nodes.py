@@ -92,7 +92,7 @@ async def list_nodes(request: Request, key: KeyRecord) -> Response:
     online = cp.sessions.nodes
     table = await cp.billing.table()
     earnings = await cp.history.node_earnings() if key.is_admin else None
-    await cp.sessions.flush_registry()
+    await cp.sessions.registry.flush()
     now = time.time()
     data = []
     for row in await cp.store.nodes.list():
@@ -108,7 +108,7 @@ async def get_node(request: Request, key: KeyRecord) -> Response:
     node_id = request.path_params["node_id"]
     if len(node_id) > 64 or not params.NODE_ID.fullmatch(node_id):
         raise InvalidRequest("A node id is its public key: 64 hex characters.", param="node_id")
-    await cp.sessions.flush_registry()
+    await cp.sessions.registry.flush()
     row = await cp.store.nodes.get(node_id)
     if row is None:
         raise NotFound(f"No node `{node_id}`.", code="node_not_found")

@@ -60,7 +60,7 @@ def served(cp: Any, model: str) -> ModelView:
 async def model_entries(cp: Any) -> list[dict[str, Any]]:
     """Every model an online node serves, OpenAI-shaped with vLLM's `max_model_len`, plus
     what it accepts. `created`: when the longest-serving of its nodes first joined."""
-    await cp.sessions.flush_registry()
+    await cp.sessions.registry.flush()
     joined = {r["id"]: r["first_seen"] for r in await cp.store.nodes.list()}
     out = []
     for name in sorted(cp.placement.models()):

@@ -79,7 +79,7 @@ async def whoami(request: Request) -> Response:
         signed = await check_signed(cp.store.nonces, request.headers.get(auth.AUTH_HEADER), "GET", request.url)
     except auth.AuthError as exc:
         raise BadSignature(f"{exc}: sign this request with the node's key", code="bad_signature") from None
-    await cp.sessions.flush_registry()
+    await cp.sessions.registry.flush()
     row = await cp.store.nodes.get(signed.pubkey)
     conn = cp.sessions.nodes.get(signed.pubkey)
     return _json(

@@ -37,6 +37,7 @@ from infernet.control.bus import (
 )
 from infernet.control.nodes.auth import check_signed
 from infernet.control.nodes.claims import rated_tier
+from infernet.control.nodes.registry import Registry
 from infernet.control.store import Store
 from infernet.protocol import auth
 from infernet.protocol.messages import (
@@ -59,7 +60,6 @@ from infernet.protocol.messages import Cancel as CancelFrame
 log = logging.getLogger("infernet.control")
 
 CONNECT_PATH = "/api/v1/nodes/connect"
-OFFLINE = "offline"  # a queued registry change: the node's row, marked offline
 HELLO_TIMEOUT_S = 10.0  # an authenticated socket that says nothing is closed
 
 
@@ -162,13 +162,7 @@ class NodeSessions:
         self.missed_heartbeats = missed_heartbeats
         self.nodes: dict[str, NodeConn] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # The registry (the nodes table) is written behind the hellos, many nodes a statement:
-        # a hello that waited on the database stalled its session (no frame read, so the
-        # reaper dropped it) and a fleet reconnecting at once ran the pool dry (bench/fleet.py).
-        self._rows: dict[str, dict[str, Any] | str] = {}  # node -> its row, or OFFLINE
-        self._rows_wake = asyncio.Event()
-        self._rows_lock = asyncio.Lock()
-        self._rows_task: asyncio.Task[None] | None = None
+        self.registry = Registry(store)  # the nodes table, written behind the sessions
         self.draining = False  # see `drain`
         self._reaped_at = time.monotonic()
         bus.serve(self)
@@ -250,52 +244,14 @@ class NodeSessions:
         finally:
             if conn is not None and self.nodes.get(conn.id) is conn:
                 self._drop(conn, "node disconnected")
-                self._mark_offline(conn.id)
+                self.registry.offline(conn.id)
 
     def _register(self, conn: NodeConn) -> None:
-        """Queue the node's row (online, as it advertises itself now) for the registry writer."""
         h = conn.hello
-        self._queue_row(conn.id, {
+        self.registry.online({
             "id": conn.id, "name": h.name, "backend": h.backend, "tier": conn.tier, "models": [msgspec.to_builtins(m) for m in h.models],
-            "capacity": conn.capacity, "hardware": h.hardware, "status": "online",
+            "capacity": conn.capacity, "hardware": h.hardware,
         })
-
-    def _mark_offline(self, node_id: str) -> None:
-        """Queue the node's going offline; a row not written yet is written offline. (A
-        statement per disconnect ran the pool dry when thousands of nodes dropped at once.)"""
-        row = self._rows.get(node_id)
-        self._queue_row(node_id, {**row, "status": "offline"} if isinstance(row, dict) else OFFLINE)
-
-    def _queue_row(self, node_id: str, row: dict[str, Any] | str) -> None:
-        self._rows[node_id] = row  # the latest state of a node wins
-        self._rows_wake.set()
-        if self._rows_task is None:
-            self._rows_task = asyncio.create_task(self._write_registry())
-
-    async def _write_registry(self) -> None:
-        while True:
-            await self._rows_wake.wait()
-            self._rows_wake.clear()
-            try:
-                await self.flush_registry()
-            except Exception:  # the store is busy or away: what is queued waits for the next round
-                log.exception("could not write the node registry; retrying")
-                await asyncio.sleep(1.0)
-                self._rows_wake.set()
-
-    async def flush_registry(self, batch: int = 500) -> None:
-        """Write the rows queued so far, `batch` nodes a statement. Readers of the registry
-        (the node list) call it first, so a node online here is listed."""
-        async with self._rows_lock:
-            while self._rows:
-                taken = {i: self._rows.pop(i) for i in list(self._rows)[:batch]}
-                try:
-                    await self.store.nodes.upsert_many([r for r in taken.values() if isinstance(r, dict)])
-                    await self.store.nodes.set_offline([i for i, r in taken.items() if r is OFFLINE])
-                except Exception:
-                    for i, r in taken.items():  # a newer state of the node, queued meanwhile, wins
-                        self._rows.setdefault(i, r)
-                    raise
 
     def _on_frame(self, conn: NodeConn, frame: Any) -> None:
         if isinstance(frame, (Tokens, Accept, Done, Fail)):
@@ -337,11 +293,7 @@ class NodeSessions:
         if conn is not None and msg.info.session != conn.session.hex():
             log.info("node %s reconnected to replica %s; letting go of its old socket here", conn.id[:12], msg.info.replica)
             self._drop(conn, "node reconnected to another replica")
-            self._spawn(self._let_go(conn))
-
-    async def _let_go(self, conn: NodeConn) -> None:
-        with contextlib.suppress(Exception):
-            await conn.ws.close(code=4409, reason="reconnected to another replica")
+            self._spawn(_hang_up(conn, 4409, "reconnected to another replica"))
 
     # -- draining -------------------------------------------------------------------------
 
@@ -361,12 +313,7 @@ class NodeSessions:
 
     def _send_away(self, conn: NodeConn) -> None:
         self._drop(conn, "its control plane replica is draining")
-
-        async def close() -> None:
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=1012, reason="this replica is draining")
-
-        self._spawn(close())
+        self._spawn(_hang_up(conn, 1012, "this replica is draining"))
 
     # -- the reaper -----------------------------------------------------------------------
 
@@ -393,11 +340,8 @@ class NodeSessions:
             self._spawn(self._close(conn))
 
     async def _close(self, conn: NodeConn) -> None:
-        try:
-            await conn.ws.close(code=4408, reason="heartbeat timeout")
-        except Exception:
-            pass
-        self._mark_offline(conn.id)
+        await _hang_up(conn, 4408, "heartbeat timeout")
+        self.registry.offline(conn.id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -405,14 +349,13 @@ class NodeSessions:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
-        if self._rows_task is not None:
-            self._rows_task.cancel()
-            await asyncio.gather(self._rows_task, return_exceptions=True)
-            self._rows_task = None
-        try:
-            await self.flush_registry()
-        except Exception:
-            log.exception("could not write the node registry on the way out")
+        await self.registry.aclose()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _hang_up(conn: NodeConn, code: int, reason: str) -> None:
+    """Close a node's socket we already let go of; a socket that is gone already is fine."""
+    with contextlib.suppress(Exception):
+        await conn.ws.close(code=code, reason=reason)
