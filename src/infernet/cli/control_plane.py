@@ -54,7 +54,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", "-p", envvar="INFERNET_PORT", help="Port to listen on.")] = 8787,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", envvar="INFERNET_HOME", help="Where the platform key lives (copy the same platform_key.json to every replica).")] = None,
     db_pool: Annotated[int, typer.Option("--db-pool", min=1, max=200, help="Database connections of this replica (and as many again in a burst).")] = 10,
-    drain_s: Annotated[float, typer.Option("--drain-s", envvar="INFERNET_DRAIN_S", min=0, help="On SIGTERM, how long running jobs may take to end before the replica goes anyway.")] = 30.0,
+    drain_s: Annotated[float, typer.Option("--drain-s", envvar="INFERNET_DRAIN_S", min=0, max=3600, help="On SIGTERM, how long running jobs may take to end before the replica goes anyway.")] = 30.0,
     log_format: LogFormatOpt = "text",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

@@ -58,7 +58,6 @@ class ControlPlane:
         self._maintenance: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
         self._lock: Any = None
-        self.draining = False  # see `drain`
 
     @classmethod
     async def open(
@@ -151,6 +150,10 @@ class ControlPlane:
                 log.warning("job leases renewed %.1f s after the last renewal (the lease is %g s): this replica's loop or its database is overloaded", now - last, lease)
             last = now
 
+    @property
+    def draining(self) -> bool:
+        return self.sessions.draining
+
     async def drain(self, grace_s: float = 30.0) -> bool:
         """Go away gracefully (SIGTERM on `infernet control-plane serve`): `/healthz` answers
         503 so a load balancer stops sending here; this replica's nodes take no new job and
@@ -159,7 +162,6 @@ class ControlPlane:
         busy are sent away (their jobs follow the fault rules) and the rest is left to
         shutdown: jobs still open keep their lease until it runs out, then another replica's
         sweep takes them over."""
-        self.draining = True
         self.sessions.drain()
         deadline = time.monotonic() + grace_s
         while (self.driver.jobs or self.sessions.nodes) and time.monotonic() < deadline:
